@@ -38,15 +38,21 @@ enum Command {
     },
     /// Print every CustomResourceDefinition as YAML.
     Crd,
+    /// Replay a traffic trace through a scaling policy and the hpa, keda, kpa and oracle
+    /// baselines; print a table and write JSON and an HTML report.
+    Simulate(marketplace_operator::simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
+    // One process-wide TLS provider (ring), installed before any client is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -55,10 +61,11 @@ fn main() -> ExitCode {
                 print!("{yaml}");
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
+            Err(e) => report_error(&e),
+        },
+        Command::Simulate(args) => match marketplace_operator::simulate::run(args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => report_error(&e),
         },
         Command::Run { .. } => not_built("run", "the controllers are not built yet"),
         Command::Dev { .. } => not_built(
@@ -66,6 +73,17 @@ fn main() -> ExitCode {
             "the embedded devcluster demo is not built yet; `marketplace-operator simulate` works today",
         ),
     }
+}
+
+/// Prints an error with its chain of causes, one per line, as a user needs to act on it.
+fn report_error(e: &dyn std::error::Error) -> ExitCode {
+    eprintln!("error: {e}");
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        eprintln!("  caused by: {c}");
+        cause = c.source();
+    }
+    ExitCode::FAILURE
 }
 
 fn not_built(command: &str, why: &str) -> ExitCode {

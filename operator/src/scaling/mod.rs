@@ -1,0 +1,451 @@
+//! The scaling engine: pure, deterministic, no I/O and no clock.
+//!
+//! `Engine::decide` is one tick: (policy, metric readings, current and ready replicas,
+//! the engine's own bounded history, the time) → a decision with its reason. The stages run
+//! in this order, each only able to *raise* the reactive answer except the HPA bounds:
+//! 1. reactive: the HPA v2 arithmetic per metric, combined by max (`hpa.rs`);
+//! 2. stabilization windows (HPA `behavior`);
+//! 3. predictive floor: the forecast upper quantile of the load over the next start-up
+//!    interval must fit below saturation (`predictive.rs`);
+//! 4. burst mode (Knative's panic mode);
+//! 5. scheduled floors (`schedule.rs`);
+//! 6. the HPA rate policies and min/max clamps (burst and scheduled floors skip the
+//!    scale-up rate).
+//!
+//! Missing metrics never cause a scale-down; after `fallback.after_failures` ticks without
+//! any metric the fallback replicas apply. With no extras configured the engine decides
+//! exactly as the HPA.
+
+mod explain;
+mod hpa;
+mod policy;
+mod predictive;
+mod recommended;
+mod schedule;
+mod spec;
+mod window;
+
+#[cfg(test)]
+mod tests;
+
+pub use explain::{Decision, Explanation, Hold, Limit, MetricUse, Mode};
+pub use hpa::{MetricProblem, MetricProposal, MetricReading, replicas_for_metric};
+pub use policy::{
+    Burst, Fallback, MetricKind, MetricPolicy, Policy, PolicyError, Predictive, RateKind,
+    RatePolicy, ScalingRules, Schedule, Seconds, Select, TargetType,
+};
+pub use predictive::{Forecast, Predictor, Seasonality};
+pub use recommended::default_scaling_spec;
+pub use spec::{SpecError, defaults};
+
+use hpa::PeriodChanges;
+use schedule::ScheduleState;
+use window::{Events, Extremum, Mean};
+
+/// One tick's input.
+#[derive(Clone, Copy, Debug)]
+pub struct Observation<'a> {
+    /// Seconds since the Unix epoch (the simulator starts its trace at a chosen instant).
+    pub now: Seconds,
+    /// The scale target's replicas (spec), which the HPA treats as the pod count.
+    pub current_replicas: u32,
+    pub ready_replicas: u32,
+    /// One reading per policy metric, in the policy's order; absent entries are missing.
+    pub metrics: &'a [MetricReading],
+}
+
+/// The engine: a resolved policy and the history its windows need.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    policy: Policy,
+    up_window: Extremum,
+    down_window: Extremum,
+    up_events: Events,
+    down_events: Events,
+    metric_windows: Vec<Mean>,
+    burst_window: Mean,
+    burst_until: Seconds,
+    predictor: Option<Predictor>,
+    schedules: Vec<ScheduleState>,
+    failures: u32,
+    started: bool,
+}
+
+struct EventHistory<'a> {
+    up: &'a Events,
+    down: &'a Events,
+    now: Seconds,
+}
+
+impl PeriodChanges for EventHistory<'_> {
+    fn changes(&self, period: f64) -> (u32, u32) {
+        let cutoff = self.now - period;
+        (self.up.change_since(cutoff), self.down.change_since(cutoff))
+    }
+}
+
+fn ceil_replicas(x: f64) -> u32 {
+    if x.is_nan() || x <= 0.0 {
+        0
+    } else if x >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        x.ceil() as u32
+    }
+}
+
+impl Engine {
+    /// Builds an engine for a policy, after checking it.
+    pub fn new(policy: Policy) -> Result<Self, PolicyError> {
+        policy.validate()?;
+        let predictor = policy.predictive.as_ref().map(Predictor::new);
+        Ok(Self {
+            up_window: Extremum::min(),
+            down_window: Extremum::max(),
+            up_events: Events::default(),
+            down_events: Events::default(),
+            metric_windows: vec![Mean::default(); policy.metrics.len()],
+            burst_window: Mean::default(),
+            burst_until: f64::NEG_INFINITY,
+            predictor,
+            schedules: vec![ScheduleState::default(); policy.schedules.len()],
+            failures: 0,
+            started: false,
+            policy,
+        })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Swaps in an edited policy, keeping the history that still means the same thing: a
+    /// spec edit must not throw away a week of recorded seasonality. Recorded demand is kept
+    /// unless the predictive block's seasons or slot changed; windows and scale events are
+    /// kept; per-metric and per-schedule state is reset when those lists change.
+    pub fn update_policy(&mut self, policy: Policy) -> Result<(), PolicyError> {
+        policy.validate()?;
+        let same_season = |a: &Predictive, b: &Predictive| {
+            a.seasons == b.seasons && a.seasons_kept == b.seasons_kept && a.slot == b.slot
+        };
+        match (&self.policy.predictive, &policy.predictive) {
+            (Some(old), Some(new)) if same_season(old, new) => {}
+            (_, new) => self.predictor = new.as_ref().map(Predictor::new),
+        }
+        if policy.metrics != self.policy.metrics {
+            self.metric_windows = vec![Mean::default(); policy.metrics.len()];
+        }
+        if policy.schedules != self.policy.schedules {
+            self.schedules = vec![ScheduleState::default(); policy.schedules.len()];
+        }
+        self.policy = policy;
+        Ok(())
+    }
+
+    /// One decision. The caller is expected to apply `desired`: the engine records it as a
+    /// scale event for the rate policies, as the HPA does after it rescales.
+    pub fn decide(&mut self, obs: &Observation<'_>) -> Decision {
+        let decision = self.decide_inner(obs);
+        let (now, current) = (obs.now, obs.current_replicas);
+        if decision.desired > current {
+            self.up_events.push(now, decision.desired - current);
+        } else if decision.desired < current {
+            self.down_events.push(now, current - decision.desired);
+        }
+        decision
+    }
+
+    fn decide_inner(&mut self, obs: &Observation<'_>) -> Decision {
+        let now = obs.now;
+        let current = obs.current_replicas;
+        let (min, max) = (self.policy.min_replicas, self.policy.max_replicas);
+        let mut why = Explanation::new(current, obs.ready_replicas);
+        let keep = self
+            .policy
+            .scale_up
+            .longest_period()
+            .max(self.policy.scale_down.longest_period());
+        self.up_events.evict(now - keep);
+        self.down_events.evict(now - keep);
+
+        // The HPA's guards come before any metric.
+        if current == 0 && min > 0 {
+            why.hold = Some(Hold::ScaledToZero);
+            return Decision {
+                desired: 0,
+                mode: Mode::Stable,
+                explanation: why,
+            };
+        }
+        if current > max {
+            why.limit = Some((Limit::MaxReplicas, current));
+            return Decision {
+                desired: max,
+                mode: Mode::Limited,
+                explanation: why,
+            };
+        }
+        if current < min {
+            why.limit = Some((Limit::MinReplicas, current));
+            return Decision {
+                desired: min,
+                mode: Mode::Limited,
+                explanation: why,
+            };
+        }
+        // The HPA seeds the scale-down window with the current count, so a restarted
+        // controller does not scale down before a full window of evidence.
+        if !self.started {
+            self.started = true;
+            if self.policy.scale_down.stabilization_window > 0.0 {
+                self.down_window.push(now, current);
+            }
+        }
+
+        let floor = self.schedule_floor(now);
+        let Some((metric_desired, demand, missing_any)) = self.reactive(obs, &mut why) else {
+            return self.without_metrics(current, floor, why);
+        };
+        if missing_any && metric_desired < current {
+            // The HPA returns an error here and keeps the replicas; so do we.
+            why.hold = Some(Hold::SomeMetricsMissing);
+            return self.finish(current, current, Mode::Stable, floor, why, false, obs);
+        }
+
+        // Stabilization: the answer is held between the lowest recommendation of the
+        // scale-up window and the highest of the scale-down window.
+        let up_w = self.policy.scale_up.stabilization_window;
+        let down_w = self.policy.scale_down.stabilization_window;
+        self.up_window.evict(now - up_w);
+        self.down_window.evict(now - down_w);
+        let up_rec = self.up_window.get(metric_desired);
+        let down_rec = self.down_window.get(metric_desired);
+        let stabilized = current.max(up_rec).min(down_rec);
+        self.up_window.push(now, metric_desired);
+        self.down_window.push(now, metric_desired);
+        why.stabilized = Some(stabilized);
+        let mut target = stabilized;
+        let mut mode = match stabilized.cmp(&current) {
+            std::cmp::Ordering::Greater => Mode::ScaleUp,
+            std::cmp::Ordering::Less => Mode::ScaleDown,
+            std::cmp::Ordering::Equal => Mode::Stable,
+        };
+
+        if let (Some(p), Some(pr)) = (&self.policy.predictive, &mut self.predictor) {
+            pr.observe(p, now, demand);
+            if let Some(fc) = pr.forecast(p, now) {
+                // The reactive path already runs the current load at target; the forecast
+                // only has to keep its upper quantile below saturation.
+                let want = ceil_replicas(fc.demand / p.saturation);
+                if want > target {
+                    why.forecast = Some((fc, want));
+                    target = want;
+                    mode = Mode::Predictive;
+                }
+            }
+        }
+
+        let mut bursting = false;
+        if let Some(b) = &self.policy.burst {
+            self.burst_window.push(now, demand);
+            self.burst_window.evict(now - b.window);
+            let short = self.burst_window.mean().unwrap_or(demand);
+            let ready = obs.ready_replicas.max(1);
+            if short >= b.threshold * f64::from(ready) {
+                self.burst_until = now + b.hold;
+            }
+            if now < self.burst_until {
+                bursting = true;
+                why.burst = Some((short, obs.ready_replicas, b.threshold));
+                // No scale-down while bursting; scale straight to the short-window demand.
+                let want = ceil_replicas(short).max(current);
+                if want >= target {
+                    target = want;
+                    mode = Mode::Burst;
+                }
+            }
+        }
+        self.finish(current, target, mode, floor, why, bursting, obs)
+    }
+
+    /// The HPA's per-metric replica counts, combined by max. `None` when no metric gave one.
+    fn reactive(
+        &mut self,
+        obs: &Observation<'_>,
+        why: &mut Explanation,
+    ) -> Option<(u32, f64, bool)> {
+        let p = &self.policy;
+        let current = obs.current_replicas;
+        let mut best: Option<(u32, MetricUse)> = None;
+        let mut demand = 0.0f64;
+        let mut missing_any = false;
+        for (i, metric) in p.metrics.iter().enumerate() {
+            let reading = obs
+                .metrics
+                .get(i)
+                .copied()
+                .unwrap_or_else(MetricReading::missing);
+            let Ok(mut proposal) =
+                replicas_for_metric(metric, &reading, current, obs.ready_replicas, p.tolerance)
+            else {
+                missing_any = true;
+                continue;
+            };
+            if p.metric_window > 0.0 {
+                // Knative-style: the windowed demand replaces the instantaneous arithmetic.
+                let w = &mut self.metric_windows[i];
+                w.push(obs.now, proposal.demand);
+                w.evict(obs.now - p.metric_window);
+                let mean = w.mean().unwrap_or(proposal.demand);
+                let ratio = if current > 0 {
+                    mean / f64::from(current)
+                } else {
+                    f64::INFINITY
+                };
+                proposal.replicas = if (1.0 - ratio).abs() <= p.tolerance {
+                    current
+                } else {
+                    ceil_replicas(mean)
+                };
+            }
+            demand = demand.max(proposal.demand);
+            let used = MetricUse {
+                kind: metric.kind,
+                value: reading.value.unwrap_or(0.0),
+                target: metric.target,
+                ratio: proposal.ratio,
+                replicas: proposal.replicas,
+            };
+            if best.is_none_or(|(r, _)| proposal.replicas > r) {
+                best = Some((proposal.replicas, used));
+            }
+        }
+        let (replicas, used) = best?;
+        why.metric = Some(used);
+        Some((replicas, demand, missing_any))
+    }
+
+    fn without_metrics(
+        &mut self,
+        current: u32,
+        floor: Option<(usize, u32)>,
+        mut why: Explanation,
+    ) -> Decision {
+        self.failures = self.failures.saturating_add(1);
+        why.failures = self.failures;
+        why.hold = Some(Hold::AllMetricsMissing);
+        let (min, max) = (self.policy.min_replicas, self.policy.max_replicas);
+        let mut desired = current;
+        let mut mode = Mode::Stable;
+        if let Some(fb) = &self.policy.fallback {
+            if self.failures >= fb.after_failures && fb.replicas > desired {
+                desired = fb.replicas;
+                mode = Mode::Fallback;
+            } else if self.failures >= fb.after_failures {
+                mode = Mode::Fallback;
+            }
+        }
+        if let Some((i, f)) = floor
+            && f > desired
+        {
+            desired = f;
+            mode = Mode::Scheduled;
+            why.floor = Some((i, f));
+        }
+        Decision {
+            desired: desired.clamp(min, max),
+            mode,
+            explanation: why,
+        }
+    }
+
+    /// Active scheduled floor (the highest), if any.
+    fn schedule_floor(&mut self, now: Seconds) -> Option<(usize, u32)> {
+        let mut best: Option<(usize, u32)> = None;
+        for (i, (s, st)) in self
+            .policy
+            .schedules
+            .iter()
+            .zip(self.schedules.iter_mut())
+            .enumerate()
+        {
+            if st.active(s, now, self.policy.schedule_lead)
+                && best.is_none_or(|(_, f)| s.min_replicas > f)
+            {
+                best = Some((i, s.min_replicas));
+            }
+        }
+        best
+    }
+
+    /// Scheduled floor, then the HPA's rate policies and bounds.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        current: u32,
+        mut target: u32,
+        mut mode: Mode,
+        floor: Option<(usize, u32)>,
+        mut why: Explanation,
+        bursting: bool,
+        obs: &Observation<'_>,
+    ) -> Decision {
+        self.failures = 0;
+        let (min, max) = (self.policy.min_replicas, self.policy.max_replicas);
+        if let Some((i, f)) = floor
+            && f > target
+        {
+            target = f;
+            mode = Mode::Scheduled;
+            why.floor = Some((i, f));
+        }
+        let history = EventHistory {
+            up: &self.up_events,
+            down: &self.down_events,
+            now: obs.now,
+        };
+        let before = target;
+        // A burst, and a floor the user scheduled, are not metric noise to damp: neither
+        // waits for the scale-up rate policies.
+        let unlimited = bursting || mode == Mode::Scheduled;
+        if target > current {
+            let (allowed, bound) = if unlimited {
+                (max, Limit::MaxReplicas)
+            } else {
+                let limit =
+                    hpa::scale_up_limit(current, &self.policy.scale_up, &history).max(current);
+                if max > limit {
+                    (limit, Limit::ScaleUpRate)
+                } else {
+                    (max, Limit::MaxReplicas)
+                }
+            };
+            if target > allowed {
+                target = allowed;
+                why.limit = Some((bound, before));
+                mode = Mode::Limited;
+            }
+        } else if target < current {
+            let limit =
+                hpa::scale_down_limit(current, &self.policy.scale_down, &history).min(current);
+            let (allowed, bound) = if min < limit {
+                (limit, Limit::ScaleDownRate)
+            } else {
+                (min, Limit::MinReplicas)
+            };
+            if target < allowed {
+                target = allowed;
+                why.limit = Some((bound, before));
+                mode = Mode::Limited;
+            }
+        }
+        if target == current && matches!(mode, Mode::ScaleUp | Mode::ScaleDown) {
+            mode = Mode::Stable;
+        }
+        Decision {
+            desired: target,
+            mode,
+            explanation: why,
+        }
+    }
+}

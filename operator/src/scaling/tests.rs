@@ -1,0 +1,616 @@
+//! Engine tests: HPA table tests from the documented algorithm, one test per mode, and
+//! properties (bounds, no scale-down on missing data, determinism).
+
+use std::str::FromStr;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn rps(target: f64) -> MetricPolicy {
+    MetricPolicy {
+        kind: MetricKind::RequestsPerSecond,
+        target_type: TargetType::AverageValue,
+        target,
+    }
+}
+
+/// A tick where every one of `pods` ready pods reports `avg`.
+fn tick(engine: &mut Engine, now: f64, current: u32, avg: f64) -> Decision {
+    let readings = [MetricReading::average(avg, current)];
+    engine.decide(&Observation {
+        now,
+        current_replicas: current,
+        ready_replicas: current,
+        metrics: &readings,
+    })
+}
+
+fn engine(policy: Policy) -> Engine {
+    Engine::new(policy).expect("valid policy")
+}
+
+fn hpa_no_window() -> Policy {
+    let mut p = Policy::hpa(1, 100, 100.0);
+    p.scale_down.stabilization_window = 0.0;
+    p
+}
+
+// ---- HPA: the replica calculation ---------------------------------------------------------
+
+#[test]
+fn hpa_table_of_the_documented_replica_calculation() {
+    // (current pods, per-pod value, target, tolerance, expected) — from "Algorithm details":
+    // desired = ceil(current × value / target), no change within the tolerance.
+    let table: &[(u32, f64, f64, f64, u32)] = &[
+        (1, 200.0, 100.0, 0.1, 2),   // 200m vs 100m doubles
+        (4, 50.0, 100.0, 0.1, 2),    // 50m vs 100m halves
+        (10, 105.0, 100.0, 0.1, 10), // ratio 1.05: within tolerance
+        // ratio 1.10: in float64, |1 - 1.1| = 0.10000000000000009 > 0.1, so the HPA scales.
+        (10, 110.0, 100.0, 0.1, 11),
+        (10, 111.0, 100.0, 0.1, 12), // ratio 1.11: ceil(11.1)
+        (10, 91.0, 100.0, 0.1, 10),
+        (10, 89.0, 100.0, 0.1, 9),
+        (50, 90.0, 75.0, 0.1, 60), // the v1.33 tolerance post: 50 × 90/75 = 60
+        (10, 105.0, 100.0, 0.0, 11), // no tolerance: ceil(10.5)
+        (3, 0.0, 100.0, 0.1, 0),   // idle: the min clamp is applied later
+    ];
+    for &(current, value, target, tolerance, expected) in table {
+        let m = rps(target);
+        let got = replicas_for_metric(
+            &m,
+            &MetricReading::average(value, current),
+            current,
+            current,
+            tolerance,
+        )
+        .expect("metric available");
+        assert_eq!(
+            got.replicas, expected,
+            "current {current} value {value} target {target} tol {tolerance}"
+        );
+    }
+}
+
+#[test]
+fn hpa_missing_pods_count_as_idle_on_scale_up_and_as_at_target_on_scale_down() {
+    let m = rps(100.0);
+    // 4 pods, 2 report 200: scale-up; missing count 0 → ratio 400/4/100 = 1.0 → within tolerance.
+    let up = replicas_for_metric(&m, &MetricReading::average(200.0, 2), 4, 4, 0.1).expect("metric");
+    assert_eq!(up.replicas, 4);
+    // 4 pods, 2 report 300: ratio 3 → missing at 0 → 600/4/100 = 1.5 → ceil(1.5 × 4) = 6.
+    let up = replicas_for_metric(&m, &MetricReading::average(300.0, 2), 4, 4, 0.1).expect("metric");
+    assert_eq!(up.replicas, 6);
+    // 4 pods, 2 report 20: scale-down; missing at 100 → (40 + 200)/4/100 = 0.6 → ceil(2.4) = 3.
+    let down =
+        replicas_for_metric(&m, &MetricReading::average(20.0, 2), 4, 4, 0.1).expect("metric");
+    assert_eq!(down.replicas, 3);
+}
+
+#[test]
+fn hpa_unready_cpu_pods_count_as_idle_only_on_scale_up() {
+    let cpu = MetricPolicy {
+        kind: MetricKind::Cpu,
+        target_type: TargetType::Utilization,
+        target: 50.0,
+    };
+    // 4 pods, 2 ready at 100%: ratio 2 → the 2 unready count as 0 → 200/4/50 = 1.0 → keep 4.
+    let r =
+        replicas_for_metric(&cpu, &MetricReading::average(100.0, 2), 4, 2, 0.1).expect("metric");
+    assert_eq!(r.replicas, 4);
+    // 2 ready at 10% (scale-down): unready pods are ignored → ceil(0.2 × 2) = 1.
+    let r = replicas_for_metric(&cpu, &MetricReading::average(10.0, 2), 4, 2, 0.1).expect("metric");
+    assert_eq!(r.replicas, 1);
+}
+
+#[test]
+fn hpa_value_targets_scale_the_ready_pods_by_the_ratio() {
+    let latency = MetricPolicy {
+        kind: MetricKind::LatencyP99,
+        target_type: TargetType::Value,
+        target: 200.0,
+    };
+    let r = replicas_for_metric(&latency, &MetricReading::value(300.0), 5, 4, 0.1).expect("metric");
+    assert_eq!(r.replicas, 6); // ceil(1.5 × 4 ready)
+    let r = replicas_for_metric(&latency, &MetricReading::value(210.0), 5, 4, 0.1).expect("metric");
+    assert_eq!(r.replicas, 5); // within tolerance: current
+}
+
+#[test]
+fn hpa_several_metrics_combine_by_max() {
+    let mut p = hpa_no_window();
+    p.metrics.push(MetricPolicy {
+        kind: MetricKind::InFlight,
+        target_type: TargetType::AverageValue,
+        target: 10.0,
+    });
+    let mut e = engine(p);
+    let readings = [
+        MetricReading::average(150.0, 4),
+        MetricReading::average(30.0, 4),
+    ];
+    let d = e.decide(&Observation {
+        now: 0.0,
+        current_replicas: 4,
+        ready_replicas: 4,
+        metrics: &readings,
+    });
+    assert_eq!(d.desired, 8); // rps asks 6, in-flight asks 12 → rate limit: max(4 + 4, 2 × 4) = 8
+    assert_eq!(d.mode, Mode::Limited);
+    assert_eq!(
+        d.explanation.metric.map(|m| m.kind),
+        Some(MetricKind::InFlight)
+    );
+}
+
+// ---- HPA: behavior -------------------------------------------------------------------------
+
+#[test]
+fn hpa_default_scale_up_is_the_larger_of_four_pods_and_double_per_15_s() {
+    let mut e = engine(hpa_no_window());
+    // 1 replica asking for 20: max(1 + 4, 2 × 1) = 5.
+    assert_eq!(tick(&mut e, 0.0, 1, 2000.0).desired, 5);
+    // 15 s later the period has passed: from 5, max(9, 10) = 10.
+    assert_eq!(tick(&mut e, 15.0, 5, 400.0).desired, 10);
+    // From 10, ask for 40: 2 × 10 = 20.
+    assert_eq!(tick(&mut e, 30.0, 10, 400.0).desired, 20);
+}
+
+#[test]
+fn hpa_scale_up_within_a_period_counts_what_was_already_added() {
+    let mut e = engine(hpa_no_window());
+    assert_eq!(tick(&mut e, 0.0, 1, 2000.0).desired, 5);
+    // 5 s later, still inside the 15 s period that started at 1 replica: no more.
+    let d = tick(&mut e, 5.0, 5, 400.0);
+    assert_eq!(d.desired, 5);
+    assert_eq!(d.mode, Mode::Limited);
+}
+
+#[test]
+fn hpa_scale_down_waits_for_the_300_s_stabilization_window() {
+    let mut e = engine(Policy::hpa(1, 100, 100.0));
+    assert_eq!(tick(&mut e, 0.0, 10, 100.0).desired, 10);
+    // Load halves: the highest recommendation of the last 300 s is still 10.
+    for t in (15..300).step_by(15) {
+        assert_eq!(tick(&mut e, f64::from(t), 10, 50.0).desired, 10, "t = {t}");
+    }
+    // At 300 s the recommendation of 10 made at 0 s is no longer after the cutoff.
+    assert_eq!(tick(&mut e, 300.0, 10, 50.0).desired, 5);
+}
+
+#[test]
+fn hpa_scale_down_policies_follow_select_policy() {
+    // The documented example: 4 pods or 10% per 60 s; Max picks the bigger change.
+    let mut p = hpa_no_window();
+    p.scale_down.policies = vec![
+        RatePolicy {
+            kind: RateKind::Pods,
+            value: 4,
+            period: 60.0,
+        },
+        RatePolicy {
+            kind: RateKind::Percent,
+            value: 10,
+            period: 60.0,
+        },
+    ];
+    let mut e = engine(p.clone());
+    assert_eq!(tick(&mut e, 0.0, 80, 10.0).desired, 72); // 10% of 80 = 8 > 4
+    let mut e = engine(p.clone());
+    assert_eq!(tick(&mut e, 0.0, 30, 10.0).desired, 26); // 10% of 30 = 3 < 4
+    p.scale_down.select = Select::Min;
+    let mut e = engine(p.clone());
+    assert_eq!(tick(&mut e, 0.0, 80, 10.0).desired, 76);
+    p.scale_down.select = Select::Disabled;
+    let mut e = engine(p);
+    let d = tick(&mut e, 0.0, 80, 10.0);
+    assert_eq!((d.desired, d.mode), (80, Mode::Limited));
+}
+
+#[test]
+fn hpa_scale_up_stabilization_takes_the_lowest_recent_recommendation() {
+    let mut p = hpa_no_window();
+    p.scale_up.stabilization_window = 60.0;
+    let mut e = engine(p);
+    assert_eq!(tick(&mut e, 0.0, 4, 100.0).desired, 4);
+    // A spike 15 s later: the window still holds a recommendation of 4.
+    assert_eq!(tick(&mut e, 15.0, 4, 200.0).desired, 4);
+    assert_eq!(tick(&mut e, 61.0, 4, 200.0).desired, 8);
+}
+
+#[test]
+fn hpa_clamps_to_min_and_max_before_reading_metrics() {
+    let mut e = engine(Policy::hpa(2, 5, 100.0));
+    let d = tick(&mut e, 0.0, 9, 1.0);
+    assert_eq!((d.desired, d.mode), (5, Mode::Limited));
+    let d = tick(&mut e, 15.0, 1, 1000.0);
+    assert_eq!((d.desired, d.mode), (2, Mode::Limited));
+    let d = tick(&mut e, 30.0, 5, 1000.0);
+    assert_eq!(d.desired, 5);
+}
+
+#[test]
+fn hpa_leaves_a_target_scaled_to_zero_alone() {
+    let mut e = engine(Policy::hpa(1, 5, 100.0));
+    let d = e.decide(&Observation {
+        now: 0.0,
+        current_replicas: 0,
+        ready_replicas: 0,
+        metrics: &[],
+    });
+    assert_eq!(d.desired, 0);
+    assert_eq!(d.explanation.hold, Some(Hold::ScaledToZero));
+}
+
+// ---- Missing data and fallback -------------------------------------------------------------
+
+#[test]
+fn scale_down_is_held_when_metrics_are_missing() {
+    let mut e = engine(hpa_no_window());
+    let d = e.decide(&Observation {
+        now: 0.0,
+        current_replicas: 7,
+        ready_replicas: 7,
+        metrics: &[MetricReading::missing()],
+    });
+    assert_eq!((d.desired, d.mode), (7, Mode::Stable));
+    assert_eq!(d.explanation.hold, Some(Hold::AllMetricsMissing));
+}
+
+#[test]
+fn scale_down_is_held_when_one_of_two_metrics_is_missing() {
+    let mut p = hpa_no_window();
+    p.metrics.push(MetricPolicy {
+        kind: MetricKind::InFlight,
+        target_type: TargetType::AverageValue,
+        target: 10.0,
+    });
+    let mut e = engine(p);
+    let readings = [MetricReading::average(10.0, 8), MetricReading::missing()];
+    let d = e.decide(&Observation {
+        now: 0.0,
+        current_replicas: 8,
+        ready_replicas: 8,
+        metrics: &readings,
+    });
+    assert_eq!(d.desired, 8);
+    assert_eq!(d.explanation.hold, Some(Hold::SomeMetricsMissing));
+    // A scale-up is still allowed on the metric that is there.
+    let readings = [MetricReading::average(200.0, 8), MetricReading::missing()];
+    let d = e.decide(&Observation {
+        now: 15.0,
+        current_replicas: 8,
+        ready_replicas: 8,
+        metrics: &readings,
+    });
+    assert_eq!(d.desired, 16);
+}
+
+#[test]
+fn fallback_replicas_apply_after_the_failure_threshold() {
+    let mut p = hpa_no_window();
+    p.fallback = Some(Fallback {
+        after_failures: 3,
+        replicas: 6,
+    });
+    let mut e = engine(p);
+    let missing = [MetricReading::missing()];
+    for (i, expected) in [
+        (0, (2, Mode::Stable)),
+        (1, (2, Mode::Stable)),
+        (2, (6, Mode::Fallback)),
+    ] {
+        let d = e.decide(&Observation {
+            now: f64::from(i) * 15.0,
+            current_replicas: 2,
+            ready_replicas: 2,
+            metrics: &missing,
+        });
+        assert_eq!((d.desired, d.mode), expected, "tick {i}");
+    }
+    // Fallback never lowers a higher count.
+    let d = e.decide(&Observation {
+        now: 45.0,
+        current_replicas: 9,
+        ready_replicas: 9,
+        metrics: &missing,
+    });
+    assert_eq!((d.desired, d.mode), (9, Mode::Fallback));
+    assert!(
+        d.reason().contains("no metric available for 4 tick(s)"),
+        "{}",
+        d.reason()
+    );
+}
+
+// ---- Burst ---------------------------------------------------------------------------------
+
+#[test]
+fn burst_scales_up_at_once_past_the_rate_policies() {
+    let mut p = hpa_no_window();
+    p.burst = Some(Burst {
+        window: 6.0,
+        threshold: 2.0,
+        hold: 60.0,
+    });
+    let mut e = engine(p);
+    assert_eq!(tick(&mut e, 0.0, 2, 100.0).desired, 2);
+    // Load ×10: the HPA would allow 2 → 6; burst goes to 20 at once.
+    let d = tick(&mut e, 15.0, 2, 1000.0);
+    assert_eq!((d.desired, d.mode), (20, Mode::Burst));
+    assert!(d.reason().contains("burst"), "{}", d.reason());
+}
+
+#[test]
+fn burst_holds_replicas_until_the_hold_time_has_passed() {
+    let mut p = hpa_no_window();
+    p.burst = Some(Burst {
+        window: 6.0,
+        threshold: 2.0,
+        hold: 60.0,
+    });
+    let mut e = engine(p);
+    tick(&mut e, 0.0, 2, 100.0);
+    assert_eq!(tick(&mut e, 15.0, 2, 1000.0).desired, 20);
+    // Load drops back: no scale-down while the burst holds.
+    let d = tick(&mut e, 30.0, 20, 10.0);
+    assert_eq!((d.desired, d.mode), (20, Mode::Burst));
+    let d = tick(&mut e, 75.0, 20, 10.0);
+    assert_eq!(d.mode, Mode::ScaleDown);
+    assert_eq!(d.desired, 2);
+}
+
+// ---- Schedules -----------------------------------------------------------------------------
+
+#[test]
+fn a_scheduled_floor_raises_replicas_in_its_time_zone() {
+    let mut p = hpa_no_window();
+    p.schedules.push(Schedule {
+        name: "kickoff".into(),
+        cron: croner::Cron::from_str("0 14 * * *").expect("valid cron"),
+        time_zone: chrono_tz::Europe::Paris,
+        duration: 3600.0,
+        min_replicas: 12,
+    });
+    let mut e = engine(p);
+    // 2026-07-01 12:00 UTC is 14:00 in Paris.
+    let noon_utc = 1_782_907_200.0;
+    assert_eq!(tick(&mut e, noon_utc - 60.0, 2, 100.0).desired, 2);
+    // One lead (start-up + poll = 45 s) early, straight to the floor: no rate limit.
+    let d = tick(&mut e, noon_utc - 45.0, 2, 100.0);
+    assert_eq!((d.desired, d.mode), (12, Mode::Scheduled));
+    assert!(
+        d.reason().contains("schedule #0 holds a floor of 12"),
+        "{}",
+        d.reason()
+    );
+    assert_eq!(tick(&mut e, noon_utc + 3600.0, 12, 100.0 / 6.0).desired, 2);
+}
+
+// ---- Predictive ----------------------------------------------------------------------------
+
+#[test]
+fn predictive_scales_ahead_of_a_daily_peak() {
+    let mut p = hpa_no_window();
+    p.predictive = Some(Predictive {
+        seasons: vec![86_400.0],
+        seasons_kept: 1,
+        slot: 60.0,
+        lead: 60.0,
+        warmup: 86_400.0,
+        sigmas: 0.0,
+        level_window: 600.0,
+        noise_window: 3600.0,
+        saturation: 1.0,
+    });
+    let mut e = engine(p);
+    // Day 1: 2 replicas' worth, but 10 from 12:00 to 13:00. Run the engine through it.
+    let mut current = 2;
+    let mut t = 0.0;
+    while t < 86_400.0 {
+        let load = if (43_200.0..46_800.0).contains(&t) {
+            1000.0
+        } else {
+            200.0
+        };
+        current = tick(&mut e, t, current, load / f64::from(current)).desired;
+        t += 15.0;
+    }
+    // Day 2, one minute before noon: the reactive answer is 2, the forecast 10.
+    let mut d = tick(
+        &mut e,
+        86_400.0 + 43_140.0,
+        current,
+        200.0 / f64::from(current),
+    );
+    let mut t = 86_400.0 + 43_140.0;
+    while d.mode == Mode::Limited && t < 86_400.0 + 43_200.0 {
+        t += 15.0;
+        d = tick(&mut e, t, d.desired, 200.0 / f64::from(d.desired));
+    }
+    assert_eq!(d.mode, Mode::Predictive, "{}", d.reason());
+    // More than the reactive 2, before the load has risen: the forecast saw noon coming.
+    assert!(d.desired > 2, "{}", d.reason());
+    assert!(d.reason().contains("forecast"), "{}", d.reason());
+}
+
+#[test]
+fn predictive_is_off_until_the_noise_is_learnt() {
+    let mut p = hpa_no_window();
+    p.predictive = Some(Predictive {
+        seasons: vec![86_400.0],
+        seasons_kept: 1,
+        slot: 60.0,
+        lead: 60.0,
+        warmup: 86_400.0,
+        sigmas: 0.0,
+        level_window: 600.0,
+        noise_window: 3600.0,
+        saturation: 1.0,
+    });
+    let mut e = engine(p);
+    for i in 0..100 {
+        let d = tick(&mut e, f64::from(i) * 15.0, 2, 100.0);
+        assert_ne!(d.mode, Mode::Predictive);
+    }
+}
+
+#[test]
+fn editing_the_policy_keeps_the_recorded_history() {
+    let mut p = hpa_no_window();
+    p.predictive = Some(Predictive {
+        seasons: vec![86_400.0],
+        seasons_kept: 1,
+        slot: 60.0,
+        lead: 60.0,
+        warmup: 86_400.0,
+        sigmas: 0.0,
+        level_window: 600.0,
+        noise_window: 3600.0,
+        saturation: 1.0,
+    });
+    let mut e = engine(p.clone());
+    for i in 0..400 {
+        tick(&mut e, f64::from(i) * 15.0, 2, 100.0);
+    }
+    let before = e.predictor.as_ref().map(|f| f.seasonality().recorded());
+    p.max_replicas = 50;
+    e.update_policy(p.clone()).expect("valid edit");
+    assert_eq!(
+        e.predictor.as_ref().map(|f| f.seasonality().recorded()),
+        before
+    );
+    p.predictive = p.predictive.map(|pr| Predictive {
+        seasons: vec![604_800.0],
+        ..pr
+    });
+    e.update_policy(p).expect("valid edit");
+    assert_eq!(
+        e.predictor.as_ref().map(|f| f.seasonality().recorded()),
+        Some(0.0)
+    );
+}
+
+// ---- The recommended block -----------------------------------------------------------------
+
+#[test]
+fn the_recommended_block_resolves_into_a_valid_policy() {
+    let p = Policy::from_spec(&default_scaling_spec(50.0, 40)).expect("valid block");
+    assert_eq!(p.metrics, vec![rps(50.0)]);
+    assert!(p.burst.is_some() && p.predictive.is_some());
+}
+
+#[test]
+fn an_hpa_shaped_spec_resolves_to_the_hpa_defaults() {
+    let mut spec = default_scaling_spec(50.0, 40);
+    spec.behavior = None;
+    spec.tolerance = None;
+    spec.burst = None;
+    spec.predictive = None;
+    spec.poll_interval_seconds = None;
+    let p = Policy::from_spec(&spec).expect("valid block");
+    assert_eq!(p, Policy::hpa(1, 40, 50.0));
+}
+
+#[test]
+fn an_invalid_spec_names_the_field() {
+    let mut spec = default_scaling_spec(50.0, 40);
+    spec.min_replicas = 50;
+    let err = Policy::from_spec(&spec).expect_err("min above max");
+    assert!(
+        err.to_string().contains("spec.scaling.minReplicas"),
+        "{err}"
+    );
+}
+
+// ---- Properties ----------------------------------------------------------------------------
+
+fn any_policy() -> impl Strategy<Value = Policy> {
+    (
+        1u32..5,
+        5u32..60,
+        1.0f64..200.0,
+        0.0f64..0.3,
+        0.0f64..400.0,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(min, max, target, tolerance, down, burst, fallback)| {
+            let mut p = Policy::hpa(min, max, target);
+            p.tolerance = tolerance;
+            p.scale_down.stabilization_window = down;
+            if burst {
+                p.burst = Some(Burst {
+                    window: 15.0,
+                    threshold: 1.5,
+                    hold: 60.0,
+                });
+            }
+            if fallback {
+                p.fallback = Some(Fallback {
+                    after_failures: 2,
+                    replicas: max,
+                });
+            }
+            p
+        })
+}
+
+/// (seconds since the previous tick, per-pod value or missing, ready fraction).
+fn any_ticks() -> impl Strategy<Value = Vec<(f64, Option<f64>, f64)>> {
+    prop::collection::vec(
+        (
+            1.0f64..60.0,
+            prop::option::weighted(0.8, 0.0f64..5000.0),
+            0.0f64..1.0,
+        ),
+        1..60,
+    )
+}
+
+fn run(policy: &Policy, ticks: &[(f64, Option<f64>, f64)]) -> Vec<(Decision, u32)> {
+    let mut e = engine(policy.clone());
+    let mut current = policy.min_replicas;
+    let mut now = 1_700_000_000.0;
+    let mut out = Vec::new();
+    for &(dt, value, ready_fraction) in ticks {
+        now += dt;
+        let ready = ((f64::from(current) * ready_fraction).round() as u32).min(current);
+        let reading = match value {
+            Some(v) => MetricReading::average(v, ready.max(1)),
+            None => MetricReading::missing(),
+        };
+        let d = e.decide(&Observation {
+            now,
+            current_replicas: current,
+            ready_replicas: ready,
+            metrics: &[reading],
+        });
+        out.push((d, current));
+        current = d.desired;
+    }
+    out
+}
+
+proptest! {
+    #[test]
+    fn desired_replicas_always_lie_within_min_and_max(policy in any_policy(), ticks in any_ticks()) {
+        for (d, _) in run(&policy, &ticks) {
+            prop_assert!(d.desired >= policy.min_replicas && d.desired <= policy.max_replicas, "{}", d);
+        }
+    }
+
+    #[test]
+    fn no_scale_down_happens_on_missing_data(policy in any_policy(), ticks in any_ticks()) {
+        for ((d, current), &(_, value, _)) in run(&policy, &ticks).into_iter().zip(&ticks) {
+            if value.is_none() {
+                prop_assert!(d.desired >= current, "{}", d);
+            }
+        }
+    }
+
+    #[test]
+    fn the_engine_is_deterministic(policy in any_policy(), ticks in any_ticks()) {
+        prop_assert_eq!(run(&policy, &ticks), run(&policy, &ticks));
+    }
+}
