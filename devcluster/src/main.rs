@@ -1,0 +1,64 @@
+//! `devcluster --addr 127.0.0.1:0 --kubeconfig PATH`: serve an empty API server and
+//! print `ready <url>` once it accepts requests (the kubeconfig is written before).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(about = "In-process Kubernetes API server for tests and offline demos")]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    addr: SocketAddr,
+    /// Kubeconfig to write for kubectl.
+    #[arg(long, default_value = "devcluster.kubeconfig")]
+    kubeconfig: PathBuf,
+    /// Seconds from a Pod's creation until it reports Ready (simulated workloads).
+    #[arg(long, default_value_t = 2.0)]
+    pod_startup_seconds: f64,
+    /// Serve the API only: no Deployment, ReplicaSet, StatefulSet or Pod controllers.
+    #[arg(long)]
+    no_workloads: bool,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "devcluster=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = devcluster::Config {
+        addr: args.addr,
+        kubeconfig: Some(args.kubeconfig),
+        workloads: (!args.no_workloads).then(|| devcluster::workloads::WorkloadConfig {
+            pod_startup: std::time::Duration::from_secs_f64(
+                args.pod_startup_seconds.clamp(0.0, 3600.0),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let cluster = match devcluster::DevCluster::start(config).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "devcluster: {e}: {}",
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            );
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!("ready {}", cluster.url());
+    let _ = tokio::signal::ctrl_c().await;
+    cluster.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}
