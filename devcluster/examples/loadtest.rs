@@ -94,8 +94,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
 
     // Watchers start before the creates and must each see every one of them.
-    let rv = api.list_metadata(&ListParams::default().limit(1)).await?.metadata.resource_version.unwrap_or_default();
-    let seen: Arc<Vec<AtomicUsize>> = Arc::new((0..args.watchers).map(|_| AtomicUsize::new(0)).collect());
+    let rv = api
+        .list_metadata(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let seen: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..args.watchers).map(|_| AtomicUsize::new(0)).collect());
     let mut watch_tasks = Vec::new();
     for i in 0..args.watchers {
         let api = api.clone();
@@ -158,7 +164,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let create_secs = created.elapsed().as_secs_f64();
 
     let watch_started = Instant::now();
-    let all_seen = tokio::time::timeout(Duration::from_secs(120), futures::future::join_all(watch_tasks)).await.is_ok();
+    let all_seen = tokio::time::timeout(
+        Duration::from_secs(120),
+        futures::future::join_all(watch_tasks),
+    )
+    .await
+    .is_ok();
     let fanout_secs = watch_started.elapsed().as_secs_f64();
     let counts: Vec<usize> = seen.iter().map(|c| c.load(Ordering::Relaxed)).collect();
 
@@ -186,13 +197,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let paged_ms = paged.elapsed().as_secs_f64() * 1000.0;
     let rss_full = rss_mb(pid);
 
-    println!("devcluster load test: {} objects (ConfigMaps, 256 B payload), {} watchers, {} concurrent creators", args.objects, args.watchers, args.concurrency);
-    println!("start to first answer     {:>10.1} ms", first_answer.as_secs_f64() * 1000.0);
-    println!("creates                   {:>10.0} /s   ({create_secs:.2} s)", args.objects as f64 / create_secs);
-    println!("watch fan-out complete    {:>10}     (each watcher saw {:?} of {}; done {fanout_secs:.2} s after the last create)", all_seen && counts.iter().all(|c| *c == args.objects), counts.iter().min(), args.objects);
-    println!("list all                  {:>10.1} ms  ({} items)", list_ms, list.items.len());
-    println!("list by label selector    {:>10.1} ms  ({} items)", select_ms, shard.items.len());
-    println!("paged list (limit 500)    {:>10.1} ms  ({pages} pages)", paged_ms);
+    println!(
+        "devcluster load test: {} objects (ConfigMaps, 256 B payload), {} watchers, {} concurrent creators",
+        args.objects, args.watchers, args.concurrency
+    );
+    println!(
+        "start to first answer     {:>10.1} ms",
+        first_answer.as_secs_f64() * 1000.0
+    );
+    println!(
+        "creates                   {:>10.0} /s   ({create_secs:.2} s)",
+        args.objects as f64 / create_secs
+    );
+    println!(
+        "watch fan-out complete    {:>10}     (each watcher saw {:?} of {}; done {fanout_secs:.2} s after the last create)",
+        all_seen && counts.iter().all(|c| *c == args.objects),
+        counts.iter().min(),
+        args.objects
+    );
+    println!(
+        "list all                  {:>10.1} ms  ({} items)",
+        list_ms,
+        list.items.len()
+    );
+    println!(
+        "list by label selector    {:>10.1} ms  ({} items)",
+        select_ms,
+        shard.items.len()
+    );
+    println!(
+        "paged list (limit 500)    {:>10.1} ms  ({pages} pages)",
+        paged_ms
+    );
     println!("server RSS empty          {:>10.1} MB", rss_empty);
     println!("server RSS with objects   {:>10.1} MB", rss_full);
     let _ = server.kill().await;

@@ -3,8 +3,9 @@
 //!
 //! `cargo run --release -p marketplace-operator --example tune -- ../shared/traces/*.csv z=2.4 down=0`
 //! Keys: z (predictive sigmas), sat (saturation), lvl/nw (level/noise windows, s), wu
-//! (season warm-up, s), kept (seasons), weekly=1, pred=0, burst=0|1, bw/bt/bh (burst window,
-//! threshold ratio, hold), tol, poll, up/down (scale-up/down windows, s), mw (metric window, s).
+//! (season warm-up, s), kept (seasons), ne (noise exponent), phi (persistence), weekly=1,
+//! pred=0, burst=0|1, bw/bt/bh (burst window, threshold ratio, hold), tol, poll, up/down
+//! (scale-up/down windows, s), mw (metric window, s).
 use std::collections::HashMap;
 use std::error::Error;
 
@@ -77,6 +78,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             set(&mut pr.level_window, "lvl");
             set(&mut pr.noise_window, "nw");
             set(&mut pr.warmup, "wu");
+            set(&mut pr.noise_exponent, "ne");
+            set(&mut pr.persistence, "phi");
             if let Some(k) = get("kept") {
                 pr.seasons_kept = k as u32;
             }
@@ -101,7 +104,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let co = q.figures.replica_seconds / o.figures.replica_seconds;
         let ok = uc <= 0.5 && ch <= 1.0 && co <= 1.15;
         println!(
-            "{:<28} uc {:>7.0}/{:>7.0} = {:.2}  cost/hpa {:.3} cost/orc {:.3} (hpa/orc {:.3}) {}",
+            "{:<28} uc {:>7.0}/{:>7.0} = {:.2}  cost/hpa {:.3} cost/orc {:.3} (hpa/orc {:.3}) {} events {}",
             trace.name,
             q.figures.under_capacity_seconds,
             h.figures.under_capacity_seconds,
@@ -110,6 +113,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             co,
             h.figures.replica_seconds / o.figures.replica_seconds,
             if ok { "ok" } else { "MISS" },
+            q.figures.scale_events,
         );
     }
     Ok(())

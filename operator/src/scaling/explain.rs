@@ -152,8 +152,9 @@ impl fmt::Display for Decision {
         if let Some((fc, want)) = e.forecast {
             write!(
                 f,
-                "forecast {:.1} (level {:.1} × seasonal {:.2}, noise {:.1}) asks for {want}; ",
-                fc.demand, fc.level, fc.seasonal, fc.spread
+                "forecast {:.1} (mean {:.1} from level {:.1} × seasonal {:.2} and the latest \
+                 sample, noise {:.1}) asks for {want}; ",
+                fc.demand, fc.mean, fc.level, fc.seasonal, fc.spread
             )?;
         }
         if let Some((index, floor)) = e.floor {

@@ -182,6 +182,15 @@ pub struct Predictive {
     /// utilization: 1.43 for a target at 70%). The forecast's upper quantile must stay
     /// below saturation; its mean must stay at target.
     pub saturation: f64,
+    /// How the noise's spread grows with the level: spread ∝ level^`noise_exponent`. 0.5 is
+    /// Poisson-like; 0 (one spread at every level) planned the NASA traces' spikes a little
+    /// better (bench/RESULTS.md).
+    pub noise_exponent: f64,
+    /// The share of the latest sample's deviation from the level expected to last over the
+    /// lead (0 = none, below 1). Bursts cluster (minute-to-minute correlation ≈ 0.25 on the
+    /// NASA traces), so a high sample raises the forecast mean and leaves less unexplained
+    /// noise: the spread shrinks by sqrt(1 − persistence²).
+    pub persistence: f64,
 }
 
 /// Fallback when metrics fail.
@@ -350,6 +359,14 @@ impl Policy {
             }
             if !(p.lead.is_finite() && p.lead >= 0.0 && p.sigmas.is_finite() && p.sigmas >= 0.0) {
                 return Err(PolicyError::BadPredictive("lead and sigmas must be ≥ 0"));
+            }
+            if !(p.noise_exponent.is_finite() && (0.0..=1.0).contains(&p.noise_exponent)) {
+                return Err(PolicyError::BadPredictive(
+                    "noise exponent must be in [0, 1]",
+                ));
+            }
+            if !(p.persistence.is_finite() && (0.0..1.0).contains(&p.persistence)) {
+                return Err(PolicyError::BadPredictive("persistence must be in [0, 1)"));
             }
             if !(p.saturation.is_finite() && p.saturation >= 1.0) {
                 return Err(PolicyError::BadPredictive("saturation must be at least 1"));

@@ -6,9 +6,14 @@
 //!   `level_window`);
 //! - the *season*: what past days (or weeks) did next, relative to what they did over the
 //!   level's window, which corrects the level's lag on recurring ramps;
-//! - the *noise*: web traffic is bursty, its variance grows with its level (Poisson-like,
-//!   over-dispersed), so the spread is sqrt(dispersion × level), the dispersion learnt
-//!   over `noise_window`. The forecast is mean + `sigmas` × spread.
+//! - the *noise*: web traffic is bursty; the spread is sqrt(dispersion) × level^e, the
+//!   dispersion learnt over `noise_window` (e = `noise_exponent`: 0.5 is Poisson-like, 0 one
+//!   spread at every level);
+//! - the *persistence*: bursts cluster, so a share (`persistence`) of the latest sample's
+//!   deviation from the level is expected to last over the lead; that share is explained,
+//!   so the spread left shrinks by sqrt(1 − persistence²).
+//!
+//! The forecast is mean + `sigmas` × spread.
 //!
 //! The engine asks for enough replicas to keep that upper quantile below saturation
 //! (`saturation` × target per replica), never fewer than the reactive path, which runs the
@@ -39,7 +44,8 @@ pub struct Seasonality {
 pub struct Forecast {
     /// The forecast upper quantile of demand over the lead interval, in replicas at target.
     pub demand: f64,
-    /// The forecast mean (level × seasonal).
+    /// The forecast mean (level × seasonal, plus the persisting share of the latest
+    /// deviation from the level).
     pub mean: f64,
     /// The recent level (weighted mean demand).
     pub level: f64,
@@ -168,8 +174,10 @@ pub struct Predictor {
     level: f64,
     /// The level's counterpart in past seasons: the same weighted mean of the seasonal values.
     season_level: Option<f64>,
-    /// Variance of demand around the level, per unit of level.
+    /// Variance of demand around the level, per unit of level^(2 × `noise_exponent`).
     dispersion: f64,
+    /// The latest demand sample, whose deviation from the level may persist.
+    latest: f64,
     last: Option<Seconds>,
     first: Seconds,
 }
@@ -181,6 +189,7 @@ impl Predictor {
             level: 0.0,
             season_level: None,
             dispersion: 0.0,
+            latest: 0.0,
             last: None,
             first: 0.0,
         }
@@ -206,7 +215,7 @@ impl Predictor {
                 let d = demand - self.level;
                 // Winsorized at WINSOR standard deviations: a level shift (a flash crowd, a
                 // step) is not noise, and must not inflate the spread for an hour after it.
-                let r = d * d / self.level.max(1.0);
+                let r = d * d / self.level.max(1.0).powf(2.0 * p.noise_exponent);
                 let r = if self.dispersion > 0.0 {
                     r.min(WINSOR * WINSOR * self.dispersion)
                 } else {
@@ -221,6 +230,7 @@ impl Predictor {
             Some(_) => return,
         }
         self.last = Some(t);
+        self.latest = demand;
         self.season.record(t, demand);
     }
 
@@ -250,8 +260,12 @@ impl Predictor {
                 seasonal = (a / base).clamp(0.5, 2.0);
             }
         }
-        let mean = self.level * seasonal;
-        let spread = (self.dispersion * mean.max(1.0)).sqrt();
+        let expected = self.level * seasonal;
+        let phi = p.persistence;
+        let mean = (expected + phi * (self.latest - self.level)).max(0.0);
+        let spread = self.dispersion.sqrt()
+            * expected.max(1.0).powf(p.noise_exponent)
+            * (1.0 - phi * phi).max(0.0).sqrt();
         Some(Forecast {
             demand: mean + p.sigmas * spread,
             mean,
@@ -277,6 +291,8 @@ mod tests {
             level_window: 600.0,
             noise_window: 3600.0,
             saturation: 1.0,
+            noise_exponent: 0.5,
+            persistence: 0.0,
         }
     }
 
@@ -327,5 +343,78 @@ mod tests {
         }
         let fc = f.forecast(&p, 30_000.0).expect("warmed up");
         assert!(fc.spread > 3.0 && fc.demand > fc.level + 6.0, "{fc:?}");
+    }
+
+    /// Two hours of demand alternating around `centre` by ±`swing`, then one `last` sample.
+    fn trained(p: &Predictive, centre: f64, swing: f64, last: f64) -> Predictor {
+        let mut f = Predictor::new(p);
+        for i in 0..480 {
+            let d = if i % 2 == 0 {
+                centre - swing
+            } else {
+                centre + swing
+            };
+            f.observe(p, f64::from(i) * 15.0, d);
+        }
+        f.observe(p, 480.0 * 15.0, last);
+        f
+    }
+
+    #[test]
+    fn the_forecast_mean_leans_toward_a_persisting_deviation() {
+        let none = daily();
+        let half = Predictive {
+            persistence: 0.5,
+            ..daily()
+        };
+        let a = trained(&none, 10.0, 2.0, 30.0)
+            .forecast(&none, 7200.0)
+            .expect("warmed up");
+        let b = trained(&half, 10.0, 2.0, 30.0)
+            .forecast(&half, 7200.0)
+            .expect("warmed up");
+        // Without persistence the spike only moves the level; with it, half of the spike's
+        // excess over the level is expected to last.
+        assert!((a.mean - a.level).abs() < 1e-9, "{a:?}");
+        assert!(
+            (b.mean - (b.level + 0.5 * (30.0 - b.level))).abs() < 1e-9,
+            "{b:?}"
+        );
+    }
+
+    #[test]
+    fn persistence_narrows_the_spread_by_what_it_explains() {
+        let none = daily();
+        let some = Predictive {
+            persistence: 0.6,
+            ..daily()
+        };
+        let a = trained(&none, 10.0, 2.0, 10.0)
+            .forecast(&none, 7200.0)
+            .expect("warmed up");
+        let b = trained(&some, 10.0, 2.0, 10.0)
+            .forecast(&some, 7200.0)
+            .expect("warmed up");
+        assert!((b.spread - 0.8 * a.spread).abs() < 1e-9, "{a:?} {b:?}");
+    }
+
+    #[test]
+    fn a_zero_noise_exponent_gives_one_spread_at_every_level() {
+        // The noise is learnt at a level of 10; then the level moves to 100.
+        let spread_at = |p: &Predictive, level: f64| {
+            let mut f = trained(p, 10.0, 2.0, 10.0);
+            f.level = level;
+            f.forecast(p, 7200.0).expect("warmed up").spread
+        };
+        let flat = Predictive {
+            noise_exponent: 0.0,
+            ..daily()
+        };
+        let (low, high) = (spread_at(&flat, 10.0), spread_at(&flat, 100.0));
+        assert!((high - low).abs() < 1e-9, "{low} {high}");
+        // Poisson-like (0.5): ten times the level, sqrt(10) times the spread.
+        let poisson = daily();
+        let (low, high) = (spread_at(&poisson, 10.0), spread_at(&poisson, 100.0));
+        assert!((high - 10f64.sqrt() * low).abs() < 1e-9, "{low} {high}");
     }
 }

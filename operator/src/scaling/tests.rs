@@ -402,6 +402,8 @@ fn predictive_scales_ahead_of_a_daily_peak() {
         level_window: 600.0,
         noise_window: 3600.0,
         saturation: 1.0,
+        noise_exponent: 0.5,
+        persistence: 0.0,
     });
     let mut e = engine(p);
     // Day 1: 2 replicas' worth, but 10 from 12:00 to 13:00. Run the engine through it.
@@ -447,12 +449,40 @@ fn predictive_is_off_until_the_noise_is_learnt() {
         level_window: 600.0,
         noise_window: 3600.0,
         saturation: 1.0,
+        noise_exponent: 0.5,
+        persistence: 0.0,
     });
     let mut e = engine(p);
     for i in 0..100 {
         let d = tick(&mut e, f64::from(i) * 15.0, 2, 100.0);
         assert_ne!(d.mode, Mode::Predictive);
     }
+}
+
+#[test]
+fn a_persistence_of_one_or_more_is_rejected() {
+    let mut p = Policy::from_spec(&default_scaling_spec(50.0, 40)).expect("valid block");
+    if let Some(pr) = p.predictive.as_mut() {
+        pr.persistence = 1.0;
+    }
+    assert_eq!(
+        p.validate(),
+        Err(PolicyError::BadPredictive("persistence must be in [0, 1)"))
+    );
+}
+
+#[test]
+fn a_noise_exponent_outside_zero_to_one_is_rejected() {
+    let mut p = Policy::from_spec(&default_scaling_spec(50.0, 40)).expect("valid block");
+    if let Some(pr) = p.predictive.as_mut() {
+        pr.noise_exponent = 1.5;
+    }
+    assert_eq!(
+        p.validate(),
+        Err(PolicyError::BadPredictive(
+            "noise exponent must be in [0, 1]"
+        ))
+    );
 }
 
 #[test]
@@ -468,6 +498,8 @@ fn editing_the_policy_keeps_the_recorded_history() {
         level_window: 600.0,
         noise_window: 3600.0,
         saturation: 1.0,
+        noise_exponent: 0.5,
+        persistence: 0.0,
     });
     let mut e = engine(p.clone());
     for i in 0..400 {
