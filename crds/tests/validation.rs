@@ -202,3 +202,16 @@ fn the_longest_allowed_branch_still_makes_a_valid_namespace_name() {
     assert_eq!(spec.validate(), Ok(()));
     assert!(spec.namespace_name().len() <= 63);
 }
+
+#[test]
+fn predictive_headroom_outside_its_range_is_rejected() {
+    let spec = service(
+        json!({"maxReplicas": 30, "metrics": [{"type": "RequestsPerSecond", "target": 50.0}],
+        "predictive": {"headroomSigmas": 9.0}}),
+    );
+    let err = spec.validate().expect_err("headroom above 6 must fail");
+    assert!(
+        err.has_field("spec.scaling.predictive.headroomSigmas"),
+        "{err}"
+    );
+}

@@ -393,6 +393,13 @@ pub struct PredictiveSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]
     pub startup_seconds: Option<i32>,
+
+    /// Headroom above the forecast mean, in standard deviations of the recent load noise
+    /// (default 2.75). Higher: fewer seconds under capacity for more replicas; lower: the
+    /// reverse. bench/RESULTS.md shows the trade-off measured on real traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 6.0))]
+    pub headroom_sigmas: Option<f64>,
 }
 
 /// Behaviour when metrics cannot be read.
@@ -755,6 +762,14 @@ impl ScalingSpec {
                     "must be between 60 and 604800",
                 );
             }
+        }
+        if let Some(sigmas) = self.predictive.as_ref().and_then(|p| p.headroom_sigmas)
+            && !(0.0..=6.0).contains(&sigmas)
+        {
+            errors.push(
+                format!("{at}.predictive.headroomSigmas"),
+                format!("must be between 0 and 6, got {sigmas}"),
+            );
         }
         if let Some(fb) = &self.fallback
             && (fb.replicas < self.min_replicas || fb.replicas > self.max_replicas)

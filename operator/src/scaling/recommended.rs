@@ -43,6 +43,9 @@ pub fn default_scaling_spec(target_rps: f64, max_replicas: u32) -> api::ScalingS
             season_seconds: Some(86_400),
             seasons: Some(3),
             startup_seconds: Some(30),
+            // The engine's default (scaling::defaults::PREDICTIVE_SIGMAS), chosen on the
+            // measured frontier in bench/RESULTS.md.
+            headroom_sigmas: None,
         }),
         fallback: None,
         // The HPA's sync period, aligned with the 15 s scrape: polling faster (5 s) or out

@@ -169,7 +169,7 @@ impl Policy {
                 // to correct it is a poll plus a scrape away.
                 lead: startup + poll_interval + defaults::SCRAPE_INTERVAL_SECONDS,
                 warmup: season,
-                sigmas: defaults::PREDICTIVE_SIGMAS,
+                sigmas: p.headroom_sigmas.unwrap_or(defaults::PREDICTIVE_SIGMAS),
                 level_window: defaults::PREDICTIVE_LEVEL_SECONDS,
                 noise_window: defaults::PREDICTIVE_NOISE_SECONDS,
                 saturation: defaults::PREDICTIVE_SATURATION,

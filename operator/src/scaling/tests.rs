@@ -545,6 +545,21 @@ fn an_hpa_shaped_spec_resolves_to_the_hpa_defaults() {
 }
 
 #[test]
+fn the_headroom_of_the_forecast_is_the_spec_s_choice() {
+    let mut spec = default_scaling_spec(50.0, 40);
+    let default = Policy::from_spec(&spec).expect("valid block");
+    assert_eq!(
+        default.predictive.as_ref().map(|p| p.sigmas),
+        Some(defaults::PREDICTIVE_SIGMAS)
+    );
+    if let Some(p) = spec.predictive.as_mut() {
+        p.headroom_sigmas = Some(1.5);
+    }
+    let tuned = Policy::from_spec(&spec).expect("valid block");
+    assert_eq!(tuned.predictive.as_ref().map(|p| p.sigmas), Some(1.5));
+}
+
+#[test]
 fn an_invalid_spec_names_the_field() {
     let mut spec = default_scaling_spec(50.0, 40);
     spec.min_replicas = 50;
