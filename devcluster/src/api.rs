@@ -12,7 +12,7 @@ use crate::managed;
 use crate::resources::{GroupResource, ResourceInfo};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::state::State;
-use crate::util::{meta, meta_mut, meta_str, name_suffix, new_uid, now_rfc3339};
+use crate::util::{finalizers, meta, meta_mut, meta_str, name_suffix, new_uid, now_rfc3339};
 
 /// How a write was asked for.
 #[derive(Clone, Debug, Default)]
@@ -501,10 +501,7 @@ pub fn write(
     );
     let gr = info.group_resource();
     let terminating = meta(&new).is_some_and(|m| m.contains_key("deletionTimestamp"));
-    let no_finalizers = meta(&new)
-        .and_then(|m| m.get("finalizers"))
-        .and_then(Value::as_array)
-        .is_none_or(|f| f.is_empty());
+    let no_finalizers = finalizers(&new).is_empty();
     let stored = st.store.put(&gr, new);
     if terminating && no_finalizers {
         // The last finalizer is gone: the deletion that was waiting completes now.
@@ -581,18 +578,6 @@ fn admit(
     if let Some(old) = old.filter(|o| meta(o).is_some_and(|m| m.contains_key("deletionTimestamp")))
     {
         // Once deletion has begun, finalizers may only go away.
-        let finalizers = |v: &Value| -> Vec<String> {
-            meta(v)
-                .and_then(|m| m.get("finalizers"))
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         let before = finalizers(old);
         let added: Vec<String> = finalizers(&obj)
             .into_iter()

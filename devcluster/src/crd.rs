@@ -7,21 +7,10 @@ use serde_json::{Map, Value, json};
 use crate::error::Cause;
 use crate::resources::{PrinterColumn, ResourceInfo, ScaleSpec, VersionInfo};
 use crate::state::State;
-use crate::util::{meta_str, now_rfc3339};
+use crate::util::{meta_str, now_rfc3339, strings};
 
 fn s(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(String::from)
-}
-
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The served resource a CRD object describes, or the field problems that stop it.

@@ -11,7 +11,7 @@ use crate::api::{self, ListOpts};
 use crate::error::{ApiError, ApiResult};
 use crate::resources::{GroupResource, ResourceInfo};
 use crate::state::State;
-use crate::util::{meta, meta_mut, meta_str, now_rfc3339};
+use crate::util::{finalizers, meta, meta_mut, meta_str, now_rfc3339};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Propagation {
@@ -75,19 +75,6 @@ impl DeleteOpts {
             dry_run: dry,
         })
     }
-}
-
-fn finalizers(obj: &Value) -> Vec<String> {
-    meta(obj)
-        .and_then(|m| m.get("finalizers"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 pub fn delete(

@@ -187,3 +187,20 @@ pub fn scalar_string(v: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// A JSON array of strings as owned strings; anything else (absent, wrong type) is empty.
+pub fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `metadata.finalizers` of an object.
+pub fn finalizers(obj: &Value) -> Vec<String> {
+    strings(meta(obj).and_then(|m| m.get("finalizers")))
+}

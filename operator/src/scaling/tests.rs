@@ -30,6 +30,23 @@ fn engine(policy: Policy) -> Engine {
     Engine::new(policy).expect("valid policy")
 }
 
+/// Daily seasonality, learnt after one day, forecasting the mean (no headroom).
+fn daily_season() -> Predictive {
+    Predictive {
+        seasons: vec![86_400.0],
+        seasons_kept: 1,
+        slot: 60.0,
+        lead: 60.0,
+        warmup: 86_400.0,
+        sigmas: 0.0,
+        level_window: 600.0,
+        noise_window: 3600.0,
+        saturation: 1.0,
+        noise_exponent: 0.5,
+        persistence: 0.0,
+    }
+}
+
 fn hpa_no_window() -> Policy {
     let mut p = Policy::hpa(1, 100, 100.0);
     p.scale_down.stabilization_window = 0.0;
@@ -392,19 +409,7 @@ fn a_scheduled_floor_raises_replicas_in_its_time_zone() {
 #[test]
 fn predictive_scales_ahead_of_a_daily_peak() {
     let mut p = hpa_no_window();
-    p.predictive = Some(Predictive {
-        seasons: vec![86_400.0],
-        seasons_kept: 1,
-        slot: 60.0,
-        lead: 60.0,
-        warmup: 86_400.0,
-        sigmas: 0.0,
-        level_window: 600.0,
-        noise_window: 3600.0,
-        saturation: 1.0,
-        noise_exponent: 0.5,
-        persistence: 0.0,
-    });
+    p.predictive = Some(daily_season());
     let mut e = engine(p);
     // Day 1: 2 replicas' worth, but 10 from 12:00 to 13:00. Run the engine through it.
     let mut current = 2;
@@ -439,19 +444,7 @@ fn predictive_scales_ahead_of_a_daily_peak() {
 #[test]
 fn predictive_is_off_until_the_noise_is_learnt() {
     let mut p = hpa_no_window();
-    p.predictive = Some(Predictive {
-        seasons: vec![86_400.0],
-        seasons_kept: 1,
-        slot: 60.0,
-        lead: 60.0,
-        warmup: 86_400.0,
-        sigmas: 0.0,
-        level_window: 600.0,
-        noise_window: 3600.0,
-        saturation: 1.0,
-        noise_exponent: 0.5,
-        persistence: 0.0,
-    });
+    p.predictive = Some(daily_season());
     let mut e = engine(p);
     for i in 0..100 {
         let d = tick(&mut e, f64::from(i) * 15.0, 2, 100.0);
@@ -488,19 +481,7 @@ fn a_noise_exponent_outside_zero_to_one_is_rejected() {
 #[test]
 fn editing_the_policy_keeps_the_recorded_history() {
     let mut p = hpa_no_window();
-    p.predictive = Some(Predictive {
-        seasons: vec![86_400.0],
-        seasons_kept: 1,
-        slot: 60.0,
-        lead: 60.0,
-        warmup: 86_400.0,
-        sigmas: 0.0,
-        level_window: 600.0,
-        noise_window: 3600.0,
-        saturation: 1.0,
-        noise_exponent: 0.5,
-        persistence: 0.0,
-    });
+    p.predictive = Some(daily_season());
     let mut e = engine(p.clone());
     for i in 0..400 {
         tick(&mut e, f64::from(i) * 15.0, 2, 100.0);
