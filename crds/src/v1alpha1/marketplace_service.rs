@@ -106,7 +106,8 @@ pub struct MarketplaceServiceSpec {
     pub cache: Option<CacheReference>,
 
     /// The domains of the peer services this one calls (e.g. orders calls `inventory` and
-    /// `payments`). Each peer's URL is injected as `PEER_<DOMAIN>_URL`.
+    /// `payments`). Each peer's URL is injected as `<DOMAIN>_URL`: the domain upper-cased, `-`
+    /// turned into `_` (e.g. `INVENTORY_URL`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN)))]
     pub depends_on: Vec<String>,

@@ -17,8 +17,9 @@ use std::path::PathBuf;
 use marketplace_crds::v1alpha1::MarketplaceService;
 
 pub use baselines::{hpa, keda, kpa, lineup, simulated_policy};
-pub use figures::{Bursts, Figures, Series};
+pub use figures::{Accumulator, Bursts, Figures, Series};
 pub use model::{Controller, Model, ModelError, Replay, replay};
+pub use report::services_html;
 pub use trace::{Synthetic, Trace, TraceError};
 
 use crate::scaling::{Mode, Policy, SpecError};
@@ -309,7 +310,10 @@ pub fn run(args: SimulateArgs) -> Result<Results, SimulateError> {
     bar.set_message(format!("replaying {}", trace.name));
     let results = simulate(&trace, &source, &model, &controllers, &|n| bar.inc(n))?;
     bar.finish_and_clear();
-    print!("{}", report::table(&results));
+    crate::output::print(&report::table(&results)).map_err(|source| SimulateError::Write {
+        path: "stdout".to_owned(),
+        source,
+    })?;
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&results)?;
         write(path, &text)?;

@@ -383,6 +383,14 @@ pub fn html(results: &Results) -> Result<String, SimulateError> {
          for each from its start, one start-up earlier.</p>",
         results.policies.first().map_or(0, |p| p.figures.bursts)
     );
+    charts(&mut h, results)?;
+    h.push_str("</body></html>\n");
+    Ok(h)
+}
+
+/// The zoom on the worst hours and the whole run, one chart per policy, on shared scales.
+fn charts(h: &mut String, results: &Results) -> Result<(), SimulateError> {
+    let m = &results.model;
     let resolution = results
         .policies
         .first()
@@ -426,6 +434,57 @@ pub fn html(results: &Results) -> Result<String, SimulateError> {
             p.name, f.replica_seconds, f.under_capacity_seconds, f.peak_replicas
         );
         h.push_str(&chart(&title, &overviews[i], m.capacity_rps, overview_top)?);
+    }
+    Ok(())
+}
+
+/// The report of `marketplace-operator dev`: per service, the same trace through the
+/// controllers on the devcluster and through the simulator, side by side.
+pub fn services_html(title: &str, intro: &str, runs: &[Results]) -> Result<String, SimulateError> {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>\
+         body{{font-family:sans-serif;margin:24px;color:#222;max-width:1320px}}\
+         table{{border-collapse:collapse;margin:12px 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
+         th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}\
+         .note{{color:#555;font-size:14px;max-width:1100px}}.legend{{font-size:14px}}\
+         h2{{margin-top:32px}}svg{{display:block;margin:6px 0}}</style></head><body><h1>{t}</h1><p class=\"note\">{intro}</p>",
+        t = escape(title),
+        intro = escape(intro),
+    );
+    h.push_str(
+        "<table><tr><th>service</th><th>run</th><th>under-capacity s</th><th>unserved requests</th>\
+         <th>replica-seconds</th><th>scale events</th><th>peak replicas</th></tr>",
+    );
+    for r in runs {
+        for p in &r.policies {
+            let f = &p.figures;
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{}</td></tr>",
+                escape(&r.trace.name),
+                escape(&p.name),
+                f.under_capacity_seconds,
+                f.unserved_requests,
+                f.replica_seconds,
+                f.scale_events,
+                f.peak_replicas
+            );
+        }
+    }
+    h.push_str("</table>");
+    for r in runs {
+        let _ = write!(
+            h,
+            "<h2>{}</h2><p class=\"note\">One replica saturates at {:.1} rps and targets {:.1} rps; \
+             a new replica serves {} s after it is created.</p>",
+            escape(&r.trace.name),
+            r.model.capacity_rps,
+            r.model.target_rps(),
+            r.model.startup_seconds
+        );
+        charts(&mut h, r)?;
     }
     h.push_str("</body></html>\n");
     Ok(h)

@@ -1,0 +1,266 @@
+//! Build: the children a validated MarketplaceService should have, as data. Pure: the
+//! tests check them as values, and `apply` sends them as they are.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service,
+    ServicePort, ServiceSpec, TopologySpreadConstraint,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use marketplace_crds::v1alpha1::WhenUnsatisfiable;
+
+use super::validate::Validated;
+
+/// Labels on every child; the first two are the pods' selector and never change.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const DOMAIN_LABEL: &str = "marketplace.dev/domain";
+const CONTAINER: &str = "service";
+const PORT_NAME: &str = "http";
+
+/// A peer this service calls, resolved to its Service address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub domain: String,
+    pub url: String,
+}
+
+impl Peer {
+    /// The address of the MarketplaceService `name` serving on `port` in `namespace`.
+    pub fn at(domain: &str, name: &str, namespace: &str, port: i32) -> Self {
+        Self {
+            domain: domain.to_owned(),
+            url: format!("http://{name}.{namespace}.svc.cluster.local:{port}"),
+        }
+    }
+
+    /// A peer with no MarketplaceService yet: by convention a service is named after its
+    /// domain and listens on the default port, so the URL is right once the peer appears.
+    pub fn conventional(domain: &str, namespace: &str) -> Self {
+        Self::at(domain, domain, namespace, 8080)
+    }
+
+    /// `inventory` → `INVENTORY_URL`, what service-kit reads.
+    pub fn env_name(&self) -> String {
+        format!("{}_URL", self.domain.to_uppercase().replace('-', "_"))
+    }
+}
+
+/// Everything a service should own this round. `None` children are deleted if present.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Children {
+    pub deployment: Deployment,
+    pub service: Service,
+    pub disruption_budget: Option<PodDisruptionBudget>,
+}
+
+pub fn selector_labels(v: &Validated) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME_LABEL.to_owned(), v.name.clone()),
+        (INSTANCE_LABEL.to_owned(), v.name.clone()),
+    ])
+}
+
+/// The label selector as a string, for `status.selector` (the scale subresource's).
+pub fn selector_string(v: &Validated) -> String {
+    selector_labels(v)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn labels(v: &Validated) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(v);
+    labels.insert(
+        "app.kubernetes.io/component".to_owned(),
+        "domain-service".to_owned(),
+    );
+    labels.insert(
+        "app.kubernetes.io/part-of".to_owned(),
+        "marketplace".to_owned(),
+    );
+    labels.insert(
+        MANAGED_BY_LABEL.to_owned(),
+        super::super::FIELD_MANAGER.to_owned(),
+    );
+    labels.insert(DOMAIN_LABEL.to_owned(), v.domain.clone());
+    labels
+}
+
+fn owner_reference(v: &Validated) -> OwnerReference {
+    OwnerReference {
+        api_version: "marketplace.dev/v1alpha1".to_owned(),
+        kind: "MarketplaceService".to_owned(),
+        name: v.name.clone(),
+        uid: v.uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn metadata(v: &Validated) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(v.name.clone()),
+        namespace: Some(v.namespace.clone()),
+        labels: Some(labels(v)),
+        owner_references: Some(vec![owner_reference(v)]),
+        ..ObjectMeta::default()
+    }
+}
+
+pub fn build(v: &Validated, peers: &[Peer]) -> Children {
+    Children {
+        deployment: build_deployment(v, peers),
+        service: build_service(v),
+        disruption_budget: build_disruption_budget(v),
+    }
+}
+
+/// The container's environment: the user's variables, then ours, which win on a clash.
+fn environment(v: &Validated, peers: &[Peer]) -> Vec<EnvVar> {
+    let mut ours = vec![EnvVar {
+        name: "PORT".to_owned(),
+        value: Some(v.port.to_string()),
+        value_from: None,
+    }];
+    ours.extend(peers.iter().map(|p| EnvVar {
+        name: p.env_name(),
+        value: Some(p.url.clone()),
+        value_from: None,
+    }));
+    let mut env: Vec<EnvVar> = v
+        .env
+        .iter()
+        .filter(|e| !ours.iter().any(|o| o.name == e.name))
+        .cloned()
+        .collect();
+    env.extend(ours);
+    env
+}
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(PORT_NAME.to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+/// The Deployment. With a scaling block it carries no `replicas`: that field belongs to the
+/// autoscaler's field manager, and leaving it out here is what keeps the two from fighting.
+pub fn build_deployment(v: &Validated, peers: &[Peer]) -> Deployment {
+    let container = Container {
+        name: CONTAINER.to_owned(),
+        image: Some(v.image.clone()),
+        ports: Some(vec![ContainerPort {
+            name: Some(PORT_NAME.to_owned()),
+            container_port: v.port,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        env: Some(environment(v, peers)),
+        resources: v.resources.clone(),
+        readiness_probe: Some(probe("/readyz", 5, 3)),
+        liveness_probe: Some(probe("/healthz", 10, 3)),
+        ..Container::default()
+    };
+    let topology_spread_constraints = v.topology_spread.as_ref().map(|t| {
+        vec![TopologySpreadConstraint {
+            topology_key: t.topology_key.clone(),
+            max_skew: t.max_skew,
+            when_unsatisfiable: match t.when_unsatisfiable {
+                WhenUnsatisfiable::DoNotSchedule => "DoNotSchedule",
+                WhenUnsatisfiable::ScheduleAnyway => "ScheduleAnyway",
+            }
+            .to_owned(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(v)),
+                match_expressions: None,
+            }),
+            ..TopologySpreadConstraint::default()
+        }]
+    });
+    Deployment {
+        metadata: metadata(v),
+        spec: DeploymentSpec {
+            replicas: v.scaling.is_none().then_some(v.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(v)),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(v)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    topology_spread_constraints,
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        status: None,
+    }
+}
+
+pub fn build_service(v: &Validated) -> Service {
+    Service {
+        metadata: metadata(v),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(v)),
+            ports: Some(vec![ServicePort {
+                name: Some(PORT_NAME.to_owned()),
+                port: v.port,
+                target_port: Some(IntOrString::String(PORT_NAME.to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The PodDisruptionBudget from `disruption`; without one, `maxUnavailable: 1` for a
+/// service that can run more than one replica, and none for a single replica (a budget of 0
+/// disruptions would block every node drain).
+pub fn build_disruption_budget(v: &Validated) -> Option<PodDisruptionBudget> {
+    let (min_available, max_unavailable) = match &v.disruption {
+        Some(d) => (d.min_available.clone(), d.max_unavailable.clone()),
+        None => {
+            let most = v.scaling.as_ref().map_or(v.replicas, |s| {
+                i32::try_from(s.policy.max_replicas).unwrap_or(i32::MAX)
+            });
+            if most <= 1 {
+                return None;
+            }
+            (None, Some(IntOrString::Int(1)))
+        }
+    };
+    Some(PodDisruptionBudget {
+        metadata: metadata(v),
+        spec: Some(PodDisruptionBudgetSpec {
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(v)),
+                match_expressions: None,
+            }),
+            min_available,
+            max_unavailable,
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    })
+}

@@ -1,0 +1,381 @@
+//! The MarketplaceService controller. A reconcile is a pipeline:
+//! 1. observe: the object's Deployment (async);
+//! 2. validate: the spec, into `Validated`, or a condition naming the field (pure);
+//! 3. build: the Deployment, Service and PodDisruptionBudget as data (pure);
+//! 4. apply: server-side apply of the children, deletion of the ones no longer built;
+//! 5. autoscaler: start, update or stop the service's autoscaler task;
+//! 6. status: conditions merged and written once.
+//!
+//! Replicas: with a `scaling` block the autoscaler task owns the Deployment's replicas;
+//! without one they follow `spec.replicas`, the scale subresource's field.
+
+mod apply;
+pub mod autoscaler;
+pub mod build;
+mod error;
+pub mod status;
+pub mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource};
+use marketplace_crds::v1alpha1::MarketplaceService;
+
+pub use self::autoscaler::{Autoscalers, Observed, Services, Snapshot, Trigger};
+use self::build::{MANAGED_BY_LABEL, Peer};
+pub use self::error::Error;
+use self::status::{Owned, Replicas, Spec};
+use self::validate::{Invalid, Validated, validate};
+use super::clock::time_at;
+use super::{Context, FIELD_MANAGER};
+
+/// The controller's name in metrics and logs.
+pub const CONTROLLER: &str = "marketplaceservice";
+
+/// What this controller adds to the shared context.
+pub struct State {
+    pub ctx: Arc<Context>,
+    pub autoscalers: Arc<Autoscalers>,
+    trigger: Trigger,
+    services: Services,
+}
+
+type Guarded = DeserializeGuard<MarketplaceService>;
+
+/// Runs the controller until `shutdown` resolves. Returns once every in-flight reconcile
+/// has finished.
+pub async fn run(
+    ctx: Arc<Context>,
+    autoscalers: Arc<Autoscalers>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let services: Api<Guarded> = Api::all(client.clone());
+    // Only our children: at scale, watching every Deployment of the cluster would cost
+    // memory for objects this controller never reads.
+    let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
+    let (trigger, triggered) = futures::channel::mpsc::unbounded();
+    let controller = Controller::new(services, watcher::Config::default())
+        .owns(Api::<Deployment>::all(client.clone()), ours.clone())
+        .owns(Api::<Service>::all(client.clone()), ours.clone())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours)
+        .reconcile_on(triggered)
+        .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
+        .graceful_shutdown_on(shutdown);
+    let state = Arc::new(State {
+        ctx,
+        autoscalers,
+        trigger,
+        services: controller.store(),
+    });
+    controller
+        .run(reconcile, error_policy, state.clone())
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile outcome");
+            }
+        })
+        .await;
+    // The autoscalers stop with the controller: a process that lost its lease must not
+    // keep scaling.
+    state.autoscalers.retain(|_, _, _| false);
+}
+
+fn key_of(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+}
+
+async fn reconcile(obj: Arc<Guarded>, state: Arc<State>) -> Result<Action, Error> {
+    let ctx = &state.ctx;
+    let _timer = ctx.telemetry.reconcile(CONTROLLER);
+    let msvc = match &obj.0 {
+        Ok(m) => m,
+        Err(invalid) => {
+            // The schema should make this impossible; an object written around it (or by a
+            // newer version of the CRD) is reported, never crashed on.
+            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "cannot decode MarketplaceService");
+            return Ok(Action::await_change());
+        }
+    };
+    let (Some(ns), Some(name)) = (msvc.metadata.namespace.clone(), msvc.metadata.name.clone())
+    else {
+        return Ok(Action::await_change());
+    };
+    let key = key_of(&ns, &name);
+
+    // observe
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = deployments
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::FetchDeployment {
+            name: name.clone(),
+            source,
+        })?;
+
+    // validate
+    let v = match validate(msvc) {
+        Ok(v) => v,
+        Err(invalid) => {
+            reject(&state, msvc, &ns, &name, existing.as_ref(), &invalid).await?;
+            ctx.succeeded(&key);
+            return Ok(Action::await_change());
+        }
+    };
+
+    // build, apply
+    let peers = resolve_peers(&state.services, &v);
+    let children = build::build(&v, &peers);
+    let min_replicas = v.scaling.as_ref().map_or(1, |s| s.policy.min_replicas);
+    let applied = apply::apply(
+        &ctx.client,
+        &ns,
+        &children,
+        existing.as_ref(),
+        v.scaling.is_some(),
+        min_replicas,
+    )
+    .await?;
+    let replicas = Replicas::of(&applied.deployment);
+
+    // autoscaler
+    let mut computed = vec![status::ready_condition(
+        Some(replicas),
+        &Spec::Valid {
+            autoscaled: v.scaling.is_some(),
+        },
+    )];
+    let previous = msvc.status.as_ref();
+    match &v.scaling {
+        Some(scaling) => {
+            state.autoscalers.ensure(
+                ctx,
+                &state.trigger,
+                &state.services,
+                &ns,
+                &name,
+                &v.uid,
+                scaling,
+                Observed {
+                    replicas: Some(u32::try_from(replicas.desired).unwrap_or(0)),
+                    ready: u32::try_from(replicas.ready).unwrap_or(0),
+                },
+                previous
+                    .map(|s| s.recent_decisions.as_slice())
+                    .unwrap_or_default(),
+            );
+            computed.extend(status::scaling_conditions(
+                state.autoscalers.snapshot(&ns, &name).as_ref(),
+            ));
+        }
+        None => {
+            let stopped = state.autoscalers.stop(&ns, &name);
+            if stopped || previous.is_some_and(|s| s.mode.is_some()) {
+                autoscaler::clear_status(ctx, &ns, &name)
+                    .await
+                    .map_err(|source| Error::ClearAutoscalerStatus {
+                        name: name.clone(),
+                        source,
+                    })?;
+            }
+            computed.push(status::disabled_condition());
+        }
+    }
+
+    // status
+    let owned = Owned::build(
+        previous,
+        v.generation,
+        Some(replicas),
+        Some(build::selector_string(&v)),
+        v.scaling.is_none().then_some(v.replicas),
+        &computed,
+        &time_at(wall_now()),
+    );
+    write_status(ctx, &ns, &name, &owned, previous).await?;
+    ctx.succeeded(&key);
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// A spec that passed the schema but not `validate()`: a condition that names the fields,
+/// a Warning Event when that is news, and no change to any child.
+async fn reject(
+    state: &State,
+    msvc: &MarketplaceService,
+    ns: &str,
+    name: &str,
+    existing: Option<&Deployment>,
+    invalid: &Invalid,
+) -> Result<(), Error> {
+    let ctx = &state.ctx;
+    let message = invalid.to_string();
+    let previous = msvc.status.as_ref();
+    let mut computed = vec![status::ready_condition(
+        existing.map(Replicas::of),
+        &Spec::Invalid(&message),
+    )];
+    // A running autoscaler keeps the last valid policy: a bad edit must not stop scaling.
+    if msvc.spec.scaling.is_some() {
+        computed.extend(status::scaling_conditions(
+            state.autoscalers.snapshot(ns, name).as_ref(),
+        ));
+    } else {
+        computed.push(status::disabled_condition());
+    }
+    let was_reported = previous.is_some_and(|s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == status::types::READY
+                && c.reason == status::reasons::INVALID_SPEC
+                && c.message == message
+        })
+    });
+    let owned = Owned::build(
+        previous,
+        msvc.metadata.generation,
+        existing.map(Replicas::of),
+        previous.and_then(|s| s.selector.clone()),
+        None,
+        &computed,
+        &time_at(wall_now()),
+    );
+    write_status(ctx, ns, name, &owned, previous).await?;
+    if !was_reported {
+        tracing::warn!(namespace = ns, name, %message, "invalid MarketplaceService");
+        publish(
+            ctx,
+            msvc,
+            EventType::Warning,
+            status::reasons::INVALID_SPEC,
+            message,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+async fn write_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    owned: &Owned,
+    previous: Option<&marketplace_crds::v1alpha1::MarketplaceServiceStatus>,
+) -> Result<(), Error> {
+    if owned.is_current(previous) {
+        return Ok(());
+    }
+    let api: Api<MarketplaceService> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(owned.patch()),
+    )
+    .await
+    .map_err(|source| Error::UpdateStatus {
+        name: name.to_owned(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Each peer's address: the MarketplaceService of that domain in the same namespace, or
+/// the conventional name until it exists.
+fn resolve_peers(services: &Services, v: &Validated) -> Vec<Peer> {
+    v.depends_on
+        .iter()
+        .map(|domain| {
+            services
+                .state()
+                .iter()
+                .filter_map(|o| o.0.as_ref().ok())
+                .find(|m| {
+                    m.metadata.namespace.as_deref() == Some(v.namespace.as_str())
+                        && m.spec.domain == *domain
+                })
+                .and_then(|m| {
+                    let name = m.metadata.name.as_deref()?;
+                    Some(Peer::at(domain, name, &v.namespace, m.spec.port))
+                })
+                .unwrap_or_else(|| Peer::conventional(domain, &v.namespace))
+        })
+        .collect()
+}
+
+async fn publish(
+    ctx: &Context,
+    msvc: &MarketplaceService,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &msvc.object_ref(&())).await {
+        tracing::debug!(%error, "failed to publish an Event");
+    }
+}
+
+/// Transient errors retry with backoff and jitter; a write the API server rejected is
+/// also told to the user as a Warning Event, since retrying alone will not fix it.
+fn error_policy(obj: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {
+    let ctx = &state.ctx;
+    ctx.telemetry.reconcile_failed(CONTROLLER, error.reason());
+    let Ok(msvc) = &obj.0 else {
+        return Action::await_change();
+    };
+    let key = key_of(
+        msvc.metadata.namespace.as_deref().unwrap_or_default(),
+        msvc.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let delay = ctx.retry_after(&key);
+    tracing::warn!(object = %key, error = %error_chain(error), retry_in = ?delay, "reconcile failed");
+    if error.is_rejected() {
+        let (ctx, msvc, reason, note) = (
+            state.ctx.clone(),
+            msvc.clone(),
+            error.reason(),
+            error_chain(error),
+        );
+        tokio::spawn(async move {
+            publish(&ctx, &msvc, EventType::Warning, reason, note).await;
+        });
+    }
+    Action::requeue(delay)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+fn wall_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The object reference a trigger sends for a service.
+pub fn object_ref(namespace: &str, name: &str) -> ObjectRef<Guarded> {
+    ObjectRef::new(name).within(namespace)
+}

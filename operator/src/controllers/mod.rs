@@ -1,0 +1,180 @@
+//! The controllers and the small runtime they share: the client, an Event recorder, the
+//! field managers, the operator's metrics, the clock, and the metric source the
+//! autoscalers read. One module per kind; each reconcile is staged
+//! (observe → validate → build → apply → status).
+
+pub mod clock;
+pub mod conditions;
+pub mod marketplace_service;
+pub mod telemetry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use marketplace_crds::v1alpha1::MetricSpec;
+
+pub use self::clock::Clock;
+pub use self::telemetry::Telemetry;
+use crate::metrics::{MetricsError, MetricsSource, ServiceRef};
+use crate::scaling::MetricReading;
+
+/// The field manager of every write a reconcile makes (server-side apply).
+pub const FIELD_MANAGER: &str = "marketplace-operator";
+/// The field manager of the autoscaler's writes: a Deployment's `spec.replicas` and the
+/// decision fields of a MarketplaceService's status. Apart from the reconcile's, so the two
+/// never take each other's fields.
+pub const AUTOSCALER_MANAGER: &str = "marketplace-operator-autoscaler";
+
+/// The metric source as the controllers hold it: `MetricsSource` made object-safe, so one
+/// runtime serves Prometheus, a simulation or a test source alike.
+pub trait ReadMetrics: Send + Sync + 'static {
+    fn read_all<'a>(
+        &'a self,
+        service: ServiceRef<'a>,
+        metrics: &'a [MetricSpec],
+    ) -> BoxFuture<'a, Vec<(MetricReading, Option<MetricsError>)>>;
+}
+
+impl<M: MetricsSource + 'static> ReadMetrics for M {
+    fn read_all<'a>(
+        &'a self,
+        service: ServiceRef<'a>,
+        metrics: &'a [MetricSpec],
+    ) -> BoxFuture<'a, Vec<(MetricReading, Option<MetricsError>)>> {
+        Box::pin(async move { MetricsSource::read_all(self, &service, metrics).await })
+    }
+}
+
+/// What every controller of the operator shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub clock: Clock,
+    pub telemetry: Arc<Telemetry>,
+    pub metrics: Arc<dyn ReadMetrics>,
+    pub settings: Settings,
+    backoff: Backoff,
+}
+
+/// Knobs of the controllers; the defaults suit a production cluster.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often a healthy object is reconciled again even if nothing changed.
+    pub resync: Duration,
+    /// Reconciles running at once, per controller.
+    pub concurrency: u16,
+    /// First retry delay after a transient error; doubles per failure up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(300),
+            concurrency: 32,
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        clock: Clock,
+        metrics: Arc<dyn ReadMetrics>,
+        telemetry: Arc<Telemetry>,
+        settings: Settings,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            clock,
+            telemetry,
+            metrics,
+            settings,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// The delay before retrying `key` after a transient error: exponential in the
+    /// consecutive failures, with ±25% jitter so that many objects failing together (an API
+    /// server restart) do not retry in lockstep.
+    pub fn retry_after(&self, key: &str) -> Duration {
+        let failures = self.backoff.fail(key);
+        let base = self.settings.min_backoff.as_secs_f64() * 2f64.powi(failures.min(30) as i32);
+        let capped = base.min(self.settings.max_backoff.as_secs_f64());
+        let jitter = 0.75 + 0.5 * unit_noise(key, failures);
+        Duration::from_secs_f64(capped * jitter)
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn succeeded(&self, key: &str) {
+        self.backoff.reset(key);
+    }
+}
+
+#[derive(Default)]
+struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    fn fail(&self, key: &str) -> u32 {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key.to_owned()).or_insert(0);
+        let before = *n;
+        *n = n.saturating_add(1);
+        before
+    }
+
+    fn reset(&self, key: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(key);
+    }
+}
+
+/// A number in [0, 1) that differs between objects, attempts and processes.
+fn unit_noise(key: &str, attempt: u32) -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(nanos) ^ (u64::from(attempt) << 32);
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // splitmix64's finalizer spreads the bits before taking the top 53.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_resets_on_success() {
+        let b = Backoff::default();
+        assert_eq!(b.fail("a"), 0);
+        assert_eq!(b.fail("a"), 1);
+        assert_eq!(b.fail("b"), 0);
+        b.reset("a");
+        assert_eq!(b.fail("a"), 0);
+        for attempt in 0..100 {
+            let u = unit_noise("ns/name", attempt);
+            assert!((0.0..1.0).contains(&u));
+        }
+    }
+}

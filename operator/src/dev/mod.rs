@@ -1,0 +1,737 @@
+//! `marketplace-operator dev`: the whole product offline, in one process. A devcluster with
+//! simulated workloads, the CRDs, the sample marketplace (manifests/samples/), the
+//! controllers, and traffic: a real trace split over the four domains and replayed `--speed`
+//! times faster through a metrics source that sees only Ready pods, a scrape late.
+//!
+//! The same trace also goes through the simulator with the same service model, and the
+//! summary puts the two side by side: where they differ, one of them is wrong.
+
+mod world;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use marketplace_crds::v1alpha1::{MarketplaceService, MetricType};
+
+pub use self::world::{Scrape, ServiceLoad, SimulatedMetrics};
+use crate::controllers::marketplace_service::{self, Autoscalers};
+use crate::controllers::{Clock, Context, Settings, Telemetry};
+use crate::scaling::{Policy, SpecError};
+use crate::simulate::{
+    Accumulator, Bursts, Controller, Model, PolicyResult, Ratios, Results, Trace, TraceError,
+    TraceInfo, replay, simulated_policy,
+};
+
+/// The sample marketplace `dev` runs (and `kubectl apply -f manifests/samples/` installs).
+pub const SAMPLES: &str = include_str!("../../../manifests/samples/marketplace.yaml");
+/// The bundled traffic: the 1998 World Cup web site, June 1998 (traces/README.md).
+const BUNDLED_TRACE: &str = include_str!("../../../traces/worldcup98_1998-06_60s.csv");
+/// The window of it `dev` replays: 25 June, 13:00 to 16:30 local time, a match-day flash
+/// crowd (about 600 → 3,100 rps within three hours, then back down).
+const BUNDLED_FROM: f64 = 24.0 * 86_400.0 + 13.0 * 3_600.0;
+const BUNDLED_TO: f64 = 24.0 * 86_400.0 + 16.5 * 3_600.0;
+
+/// Replicas each sample service needs at the trace's peak; the trace is scaled to that.
+const PEAK_REPLICAS: &[(&str, f64)] = &[
+    ("orders", 12.0),
+    ("inventory", 18.0),
+    ("users", 14.0),
+    ("payments", 8.0),
+];
+const STARTUP_SECONDS: f64 = 30.0;
+const SCRAPE_SECONDS: f64 = 15.0;
+const UTILIZATION: f64 = 0.7;
+
+/// Arguments of `marketplace-operator dev`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DevArgs {
+    /// Keep the API server and controllers running until Ctrl-C (the traffic holds its last
+    /// value once the trace ends).
+    #[arg(long)]
+    pub serve: bool,
+    /// Where to write the kubeconfig of the embedded API server (written as soon as it
+    /// listens).
+    #[arg(long, default_value = "./devcluster.kubeconfig")]
+    pub kubeconfig: PathBuf,
+    /// How much faster than real time simulated time runs.
+    #[arg(long, default_value_t = 200.0)]
+    pub speed: f64,
+    /// A trace CSV (`t_seconds,requests_per_second`) to replay instead of the bundled one.
+    #[arg(long, value_name = "FILE.csv")]
+    pub trace: Option<PathBuf>,
+    /// Where to write the HTML report.
+    #[arg(long, default_value = "dev-report.html")]
+    pub report: PathBuf,
+    /// Serve the controllers through the devcluster's fault injection: this share of API
+    /// requests fails (500, 409, 429), is delayed or dropped, and watches are cut.
+    #[arg(long, value_name = "RATE")]
+    pub faults: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("--speed must be a positive number, got {0}")]
+    Speed(f64),
+    #[error("--faults must be between 0 and 1, got {0}")]
+    Faults(f64),
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    #[error("the trace window has no data")]
+    EmptyTrace,
+    #[error("failed to start the devcluster")]
+    Cluster(#[source] devcluster::Error),
+    #[error("failed to print the CRDs")]
+    Crds(#[source] marketplace_crds::SerializeCrd),
+    #[error("the sample manifests are invalid: {0}")]
+    Samples(String),
+    #[error("sample service {name} has no RequestsPerSecond metric to drive")]
+    SampleMetric { name: String },
+    #[error("sample service {name}: {source}")]
+    SamplePolicy {
+        name: String,
+        #[source]
+        source: SpecError,
+    },
+    #[error(transparent)]
+    Simulate(#[from] crate::simulate::SimulateError),
+    #[error(transparent)]
+    Model(#[from] crate::simulate::ModelError),
+    #[error("failed to write the report {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a run measured, per service: the controllers on the devcluster, and the simulator.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub runs: Vec<Results>,
+}
+
+impl Outcome {
+    /// (dev, simulate) figures of one service.
+    pub fn pair(&self, service: &str) -> Option<(&PolicyResult, &PolicyResult)> {
+        let r = self.runs.iter().find(|r| r.trace.name == service)?;
+        Some((r.get("dev")?, r.get("simulate")?))
+    }
+}
+
+/// A sample service with what `dev` needs of it.
+struct Sample {
+    name: String,
+    namespace: String,
+    policy: Policy,
+    target_rps: f64,
+}
+
+fn samples() -> Result<Vec<Sample>, DevError> {
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_str_multiple(SAMPLES).map_err(|e| DevError::Samples(e.to_string()))?;
+    let mut out = Vec::new();
+    for doc in docs {
+        if doc.get("kind").and_then(|k| k.as_str()) != Some("MarketplaceService") {
+            continue;
+        }
+        let msvc: MarketplaceService =
+            serde_json::from_value(doc).map_err(|e| DevError::Samples(e.to_string()))?;
+        let name = msvc.metadata.name.clone().unwrap_or_default();
+        let namespace = msvc
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        let Some(scaling) = &msvc.spec.scaling else {
+            continue;
+        };
+        let target_rps = scaling
+            .metrics
+            .iter()
+            .find(|m| m.type_ == MetricType::RequestsPerSecond)
+            .map(|m| m.target)
+            .ok_or_else(|| DevError::SampleMetric { name: name.clone() })?;
+        let policy = Policy::from_spec(scaling).map_err(|source| DevError::SamplePolicy {
+            name: name.clone(),
+            source,
+        })?;
+        out.push(Sample {
+            name,
+            namespace,
+            policy,
+            target_rps,
+        });
+    }
+    Ok(out)
+}
+
+/// The traffic to replay, on a one-second grid.
+fn base_trace(args: &DevArgs) -> Result<Trace, DevError> {
+    let trace = match &args.trace {
+        Some(path) => Trace::from_csv_file(path)?,
+        None => {
+            let full = Trace::from_csv(
+                "worldcup98 1998-06-25 13:00-16:30",
+                "traces/worldcup98_1998-06_60s.csv",
+                BUNDLED_TRACE,
+            )?;
+            let (a, b) = (
+                (BUNDLED_FROM / full.step) as usize,
+                (BUNDLED_TO / full.step) as usize,
+            );
+            Trace {
+                name: full.name,
+                step: full.step,
+                rates: full
+                    .rates
+                    .get(a..b.min(full.rates.len()))
+                    .unwrap_or_default()
+                    .to_vec(),
+            }
+        }
+    };
+    if trace.rates.is_empty() || trace.peak() <= 0.0 {
+        return Err(DevError::EmptyTrace);
+    }
+    Ok(trace.resample(1.0)?)
+}
+
+/// Each service's share: the trace's shape, scaled so its peak needs the service's
+/// `PEAK_REPLICAS` at its target.
+fn split(trace: &Trace, samples: &[Sample]) -> Vec<ServiceLoad> {
+    let peak = trace.peak().max(f64::MIN_POSITIVE);
+    samples
+        .iter()
+        .map(|s| {
+            let replicas = PEAK_REPLICAS
+                .iter()
+                .find(|(n, _)| *n == s.name)
+                .map_or(10.0, |(_, r)| *r);
+            let scale = replicas * s.target_rps / peak;
+            ServiceLoad {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                target_rps: s.target_rps,
+                trace: Trace {
+                    name: s.name.clone(),
+                    step: trace.step,
+                    rates: trace.rates.iter().map(|r| r * scale).collect(),
+                },
+            }
+        })
+        .collect()
+}
+
+fn model_for(load: &ServiceLoad, policy: &Policy, origin: f64) -> Model {
+    Model {
+        capacity_rps: load.target_rps / UTILIZATION,
+        target_utilization: UTILIZATION,
+        startup_seconds: STARTUP_SECONDS,
+        scrape_interval_seconds: SCRAPE_SECONDS,
+        step_seconds: 1.0,
+        min_replicas: policy.min_replicas,
+        max_replicas: policy.max_replicas,
+        start_unix_seconds: origin,
+    }
+}
+
+/// The Deployments of the sample namespace as the API server has them, kept by a watch.
+struct Deployments {
+    store: Store<Deployment>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Deployments {
+    async fn watch(client: Client, namespace: &str) -> Self {
+        let api: Api<Deployment> = Api::namespaced(client, namespace);
+        let (store, writer) = reflector::store();
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .applied_objects();
+        let task = tokio::spawn(stream.for_each(|_| async {}));
+        Self { store, task }
+    }
+
+    /// (spec replicas, ready replicas) of a Deployment, if it exists.
+    fn replicas(&self, namespace: &str, name: &str) -> Option<(u32, u32)> {
+        let d = self.store.get(&ObjectRef::new(name).within(namespace))?;
+        let spec = u32::try_from(d.spec.replicas.unwrap_or(1)).unwrap_or(0);
+        let ready = d
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(0);
+        Some((spec, ready))
+    }
+}
+
+impl Drop for Deployments {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn wall_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn clock_text(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Runs the demo; returns what it measured. With `serve`, returns only after Ctrl-C.
+pub async fn run(args: DevArgs) -> Result<Outcome, DevError> {
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        return Err(DevError::Speed(args.speed));
+    }
+    if let Some(rate) = args.faults
+        && !(0.0..=1.0).contains(&rate)
+    {
+        return Err(DevError::Faults(rate));
+    }
+    let base = base_trace(&args)?;
+    let samples = samples()?;
+    let loads = split(&base, &samples);
+
+    let mut config = devcluster::Config {
+        kubeconfig: Some(args.kubeconfig.clone()),
+        workloads: Some(devcluster::workloads::WorkloadConfig {
+            pod_startup: Duration::from_secs_f64(STARTUP_SECONDS),
+            speed: args.speed,
+            ..devcluster::workloads::WorkloadConfig::default()
+        }),
+        ..devcluster::Config::default()
+    };
+    if let Some(rate) = args.faults {
+        config.faults = Some(devcluster::FaultConfig::with_rate(rate));
+    }
+    let cluster = devcluster::DevCluster::start(config)
+        .await
+        .map_err(DevError::Cluster)?;
+    let kubeconfig = args.kubeconfig.display();
+    crate::say!("devcluster serving at {}", cluster.url());
+    crate::say!("kubeconfig written to {kubeconfig}; watch the operator work with:");
+    crate::say!("  KUBECONFIG={kubeconfig} kubectl get marketplace -A -w");
+    cluster
+        .apply_manifests(&crate::crd::all_crds_yaml().map_err(DevError::Crds)?)
+        .map_err(DevError::Cluster)?;
+    cluster
+        .apply_manifests(SAMPLES)
+        .map_err(DevError::Cluster)?;
+
+    // The operator talks to the API server through the faults (when asked); the
+    // simulation's own bookkeeping goes around them.
+    let client = cluster.client().map_err(DevError::Cluster)?;
+    let metrics = Arc::new(SimulatedMetrics::default());
+    let clock = Clock::scaled(wall_now(), args.speed);
+    let telemetry = Arc::new(Telemetry::new());
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        clock,
+        metrics.clone(),
+        telemetry.clone(),
+        Settings::default(),
+    ));
+    let autoscalers = Arc::new(Autoscalers::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(marketplace_service::run(
+        ctx.clone(),
+        autoscalers.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let namespace = loads
+        .first()
+        .map_or_else(|| "marketplace".to_owned(), |l| l.namespace.clone());
+    let deployments =
+        Deployments::watch(cluster.client().map_err(DevError::Cluster)?, &namespace).await;
+
+    let world = World {
+        clock,
+        loads: &loads,
+        metrics: &metrics,
+        deployments: &deployments,
+        autoscalers: &autoscalers,
+    };
+    world.warm_up().await;
+    let (origin, measured) = world.replay().await;
+    let outcome = compare(&loads, &samples, origin, measured)?;
+    print_summary(&outcome);
+    let html = crate::simulate::services_html(
+        "marketplace-operator dev",
+        &format!(
+            "The same traffic through the controllers on the devcluster (dev) and through the \
+             simulator (simulate), per service, replayed {}× faster than real time. The trace: {}.",
+            args.speed, base.name
+        ),
+        &outcome.runs,
+    )?;
+    std::fs::write(&args.report, html).map_err(|source| DevError::Write {
+        path: args.report.display().to_string(),
+        source,
+    })?;
+    crate::say!("report written to {}", args.report.display());
+
+    if args.serve {
+        crate::say!("serving until Ctrl-C: KUBECONFIG={kubeconfig} kubectl get marketplace -A");
+        let serve = world.hold_traffic(origin);
+        tokio::select! {
+            _ = serve => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    drop(deployments);
+    cluster.shutdown().await;
+    Ok(outcome)
+}
+
+/// The simulation's side of the demo.
+struct World<'a> {
+    clock: Clock,
+    loads: &'a [ServiceLoad],
+    metrics: &'a SimulatedMetrics,
+    deployments: &'a Deployments,
+    autoscalers: &'a Autoscalers,
+}
+
+/// One service's measurements during the replay.
+struct Measured {
+    ready: Vec<u32>,
+    replicas: Vec<u32>,
+}
+
+impl World<'_> {
+    /// Scrapes every service at `t` (seconds after the trace's start), as Prometheus would:
+    /// the mean load over the last interval among the pods Ready now.
+    fn scrape(&self, t: f64) {
+        for l in self.loads {
+            let ready = self
+                .deployments
+                .replicas(&l.namespace, &l.name)
+                .map_or(0, |(_, r)| r);
+            self.metrics.record(
+                &l.namespace,
+                &l.name,
+                Scrape {
+                    total_rps: l.mean(t - SCRAPE_SECONDS, t),
+                    ready,
+                },
+            );
+        }
+    }
+
+    /// Runs the first minute's load until every service has what it needs, all ready, as
+    /// `simulate` starts every policy in that steady state.
+    async fn warm_up(&self) {
+        crate::say!("warming up: every service scales to its starting load");
+        let started = self.clock.now();
+        let limit = started + 1_800.0;
+        let mut next = scrape_instant(started);
+        loop {
+            self.clock.sleep_until(next).await;
+            self.scrape(-1.0);
+            let steady = self.loads.iter().all(|l| {
+                let need = (l.at(0.0) / l.target_rps - 1e-9).ceil().max(1.0) as u32;
+                self.deployments
+                    .replicas(&l.namespace, &l.name)
+                    .is_some_and(|(spec, ready)| spec >= need && ready == spec)
+            });
+            if steady || self.clock.now() > limit {
+                if !steady {
+                    crate::say!(
+                        "warning: not every service reached its starting replicas in 30 simulated minutes; replaying anyway"
+                    );
+                }
+                return;
+            }
+            next += SCRAPE_SECONDS;
+        }
+    }
+
+    /// Replays the trace; returns its start (clock time) and what each service had.
+    async fn replay(&self) -> (f64, Vec<Measured>) {
+        // Scrapes land one second before each poll of the autoscalers (which tick on the
+        // poll grid), so a poll sees the scrape of its instant, as in `simulate`.
+        let origin = scrape_instant(self.clock.now()) + SCRAPE_SECONDS;
+        let steps = self
+            .loads
+            .iter()
+            .map(|l| l.trace.rates.len())
+            .max()
+            .unwrap_or(0);
+        let mut measured: Vec<Measured> = self
+            .loads
+            .iter()
+            .map(|_| Measured {
+                ready: Vec::with_capacity(steps),
+                replicas: Vec::with_capacity(steps),
+            })
+            .collect();
+        crate::say!(
+            "replaying {} of traffic at {}× ({} real seconds)",
+            clock_text(steps as f64),
+            self.clock.speed(),
+            (steps as f64 / self.clock.speed()).round()
+        );
+        let table_every = 900usize;
+        for i in 0..steps {
+            let t = i as f64;
+            self.clock.sleep_until(origin + t).await;
+            if i > 0 && i % SCRAPE_SECONDS as usize == 0 {
+                self.scrape(t);
+            }
+            for (l, m) in self.loads.iter().zip(measured.iter_mut()) {
+                let (spec, ready) = self
+                    .deployments
+                    .replicas(&l.namespace, &l.name)
+                    .unwrap_or((0, 0));
+                m.ready.push(ready);
+                m.replicas.push(spec);
+            }
+            if i % table_every == 0 || i + 1 == steps {
+                self.print_table(t, steps as f64);
+            }
+        }
+        (origin, measured)
+    }
+
+    fn print_table(&self, t: f64, total: f64) {
+        crate::say!(
+            "t={} of {} ({:.0}%)",
+            clock_text(t),
+            clock_text(total),
+            100.0 * t / total.max(1.0)
+        );
+        crate::say!(
+            "  {:<10} {:>9} {:>8} {:>6}  mode",
+            "service",
+            "load rps",
+            "desired",
+            "ready"
+        );
+        for l in self.loads {
+            let (spec, ready) = self
+                .deployments
+                .replicas(&l.namespace, &l.name)
+                .unwrap_or((0, 0));
+            let snapshot = self.autoscalers.snapshot(&l.namespace, &l.name);
+            let last = snapshot.as_ref().and_then(|s| s.last);
+            crate::say!(
+                "  {:<10} {:>9.1} {:>8} {:>6}  {}",
+                l.name,
+                l.at(t),
+                last.map_or(spec, |d| d.desired),
+                ready,
+                last.map_or_else(|| "-".to_owned(), |d| d.mode.to_string())
+            );
+        }
+    }
+
+    /// `--serve`: keeps scraping the last load forever.
+    async fn hold_traffic(&self, origin: f64) {
+        let mut next = scrape_instant(self.clock.now());
+        loop {
+            self.clock.sleep_until(next).await;
+            self.scrape(self.clock.now() - origin);
+            next += SCRAPE_SECONDS;
+        }
+    }
+}
+
+/// The next scrape instant: one second before the next multiple of the scrape interval.
+fn scrape_instant(now: f64) -> f64 {
+    let tick = (now / SCRAPE_SECONDS).ceil() * SCRAPE_SECONDS - 1.0;
+    if tick < now {
+        tick + SCRAPE_SECONDS
+    } else {
+        tick
+    }
+}
+
+/// Each service's figures on the devcluster, and the simulator's on the same trace and
+/// model.
+fn compare(
+    loads: &[ServiceLoad],
+    samples: &[Sample],
+    origin: f64,
+    measured: Vec<Measured>,
+) -> Result<Outcome, DevError> {
+    let mut runs = Vec::new();
+    for ((load, sample), m) in loads.iter().zip(samples).zip(measured) {
+        let model = model_for(load, &sample.policy, origin);
+        model.validate()?;
+        let trace = &load.trace;
+        let bursts = Bursts::detect(trace, &model);
+        let mut acc = Accumulator::new(trace, &model, &bursts);
+        let mut previous: Option<u32> = None;
+        for (i, (&ready, &replicas)) in m.ready.iter().zip(&m.replicas).enumerate() {
+            if previous.is_some_and(|p| p != replicas) {
+                acc.scale_event();
+            }
+            previous = Some(replicas);
+            acc.step(i, load.at(i as f64), ready, replicas);
+        }
+        let (dev_figures, dev_series) = acc.finish();
+        let policy = simulated_policy(sample.policy.clone(), &model);
+        let sim = replay(
+            &sample.name,
+            trace,
+            &model,
+            &bursts,
+            &Controller::Engine(Box::new(policy)),
+            &mut |_| {},
+        )?;
+        let result = |name: &str, figures, series| PolicyResult {
+            name: name.to_owned(),
+            figures,
+            vs_hpa: Ratios::default(),
+            vs_oracle: Ratios::default(),
+            modes: BTreeMap::new(),
+            series,
+        };
+        runs.push(Results {
+            trace: TraceInfo {
+                name: sample.name.clone(),
+                source: trace.name.clone(),
+                step_seconds: trace.step,
+                duration_seconds: trace.duration(),
+                peak_rps: trace.peak(),
+                mean_rps: trace.mean(),
+            },
+            model,
+            policies: vec![
+                result("dev", dev_figures, dev_series),
+                result("simulate", sim.figures, sim.series),
+            ],
+        });
+    }
+    Ok(Outcome { runs })
+}
+
+fn print_summary(outcome: &Outcome) {
+    crate::say!("");
+    crate::say!(
+        "summary: the controllers on the devcluster (dev) against the simulator (sim), same trace and model"
+    );
+    crate::say!(
+        "  {:<10} {:>14} {:>14} {:>16} {:>16} {:>12}",
+        "service",
+        "under-cap s dev",
+        "sim",
+        "replica-s dev",
+        "sim",
+        "scale events"
+    );
+    let (mut uc, mut rs) = ((0.0, 0.0), (0.0, 0.0));
+    for r in &outcome.runs {
+        let (Some(d), Some(s)) = (r.get("dev"), r.get("simulate")) else {
+            continue;
+        };
+        let (d, s) = (&d.figures, &s.figures);
+        uc.0 += d.under_capacity_seconds;
+        uc.1 += s.under_capacity_seconds;
+        rs.0 += d.replica_seconds;
+        rs.1 += s.replica_seconds;
+        crate::say!(
+            "  {:<10} {:>14.0} {:>14.0} {:>16.0} {:>16.0} {:>6} / {:<5}",
+            r.trace.name,
+            d.under_capacity_seconds,
+            s.under_capacity_seconds,
+            d.replica_seconds,
+            s.replica_seconds,
+            d.scale_events,
+            s.scale_events
+        );
+    }
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            a / b
+        } else if a > 0.0 {
+            f64::INFINITY
+        } else {
+            1.0
+        }
+    };
+    crate::say!(
+        "  {:<10} {:>14.0} {:>14.0} {:>16.0} {:>16.0}",
+        "all",
+        uc.0,
+        uc.1,
+        rs.0,
+        rs.1
+    );
+    crate::say!(
+        "  dev / sim: under-capacity {:.2}, replica-seconds {:.2}",
+        ratio(uc.0, uc.1),
+        ratio(rs.0, rs.1)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_samples_parse_into_four_scaled_services() {
+        let s = samples().expect("samples parse");
+        let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["orders", "inventory", "users", "payments"]);
+        assert!(
+            s.iter()
+                .all(|s| s.target_rps > 0.0 && s.namespace == "marketplace")
+        );
+    }
+
+    #[test]
+    fn the_bundled_window_is_three_and_a_half_hours_of_a_flash_crowd() {
+        let args = DevArgs {
+            serve: false,
+            kubeconfig: "k".into(),
+            speed: 1.0,
+            trace: None,
+            report: "r".into(),
+            faults: None,
+        };
+        let t = base_trace(&args).expect("bundled trace");
+        assert_eq!(t.rates.len(), 3 * 3600 + 1800);
+        assert!(
+            t.peak() > 4.0 * t.rates[0],
+            "a flash crowd: {} vs {}",
+            t.peak(),
+            t.rates[0]
+        );
+    }
+
+    #[test]
+    fn each_service_peaks_at_its_replica_budget() {
+        let trace = Trace {
+            name: "t".into(),
+            step: 1.0,
+            rates: vec![10.0, 50.0, 100.0],
+        };
+        let loads = split(&trace, &samples().expect("samples"));
+        let orders = &loads[0];
+        assert!((orders.trace.peak() / orders.target_rps - 12.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn scrapes_fall_one_second_before_each_poll() {
+        assert_eq!(scrape_instant(0.0), 14.0);
+        assert_eq!(scrape_instant(14.0), 14.0);
+        assert_eq!(scrape_instant(14.5), 29.0);
+    }
+}
