@@ -316,7 +316,14 @@ pub fn create(
     }
     {
         let m = meta_mut(&mut obj);
-        m.insert("uid".into(), json!(new_uid()));
+        let uid = new_uid();
+        if let Some(births) = &st.pod_births
+            && info.group.is_empty()
+            && info.plural == "pods"
+        {
+            births.born(&uid);
+        }
+        m.insert("uid".into(), json!(uid));
         m.insert("creationTimestamp".into(), json!(now_rfc3339()));
         m.insert("generation".into(), json!(1));
         for k in [

@@ -119,6 +119,8 @@ pub enum ApiError {
     Expired(String),
     #[error("{0}")]
     Internal(String),
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u32 },
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -194,6 +196,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Expired(_) => 410,
             ApiError::Internal(_) => 500,
+            ApiError::TooManyRequests { .. } => 429,
         }
     }
 
@@ -209,6 +212,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Expired(_) => "Expired",
             ApiError::Internal(_) => "InternalError",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
         }
     }
 
@@ -255,6 +259,13 @@ impl ApiError {
                     ),
                 )
             }
+            ApiError::TooManyRequests {
+                message,
+                retry_after,
+            } => (
+                message.clone(),
+                Some(json!({"retryAfterSeconds": retry_after})),
+            ),
             other => (other.to_string(), None),
         };
         let mut status = json!({

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::api::{self, ListOpts, WriteOpts};
 use crate::error::{ApiError, ApiResult};
+use crate::faults::{Fault, InjectedDrop, WatchCut};
 use crate::gc::{self, DeleteOpts};
 use crate::managed;
 use crate::patch;
@@ -53,10 +54,15 @@ pub fn bytes_response(code: StatusCode, bytes: Vec<u8>) -> Response<Body> {
 }
 
 pub fn error_response(e: &ApiError) -> Response<Body> {
-    json_response(
+    let mut res = json_response(
         StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         &e.to_status(),
-    )
+    );
+    if let ApiError::TooManyRequests { retry_after, .. } = e {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from(*retry_after));
+    }
+    res
 }
 
 fn not_found_path() -> ApiError {
@@ -71,6 +77,8 @@ pub struct Req {
     pub query: HashMap<String, String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Set when fault injection chose to end this watch early.
+    pub cut: Option<WatchCut>,
 }
 
 impl Req {
@@ -166,7 +174,7 @@ pub fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
 pub async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Body>, InjectedDrop> {
     let (parts, body) = req.into_parts();
     let query: HashMap<String, String> =
         form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
@@ -181,14 +189,51 @@ pub async fn handle(
         }
     };
     let path = parts.uri.path().to_string();
-    let r = Req {
+    // Decided with the whole request in hand but before the store is touched, so no
+    // injected error can leave part of a write behind.
+    let fault = shared
+        .faults
+        .as_ref()
+        .and_then(|f| f.decide(&parts.method, &path, &query, &parts.headers));
+    let mut r = Req {
         method: parts.method,
         query,
         headers: parts.headers,
         body,
+        cut: None,
     };
+    if let Some(fault) = fault {
+        tracing::debug!(method = %r.method, path, ?fault, "injecting fault");
+        match fault {
+            Fault::InternalError => {
+                return Ok(error_response(&ApiError::Internal(
+                    "Internal error occurred: injected fault (devcluster fault injection); the request was not applied".into(),
+                )));
+            }
+            Fault::Conflict => {
+                return Ok(error_response(&ApiError::Conflict {
+                    target: Default::default(),
+                    message: "Operation cannot be fulfilled: injected fault (devcluster fault injection); the request was not applied, please retry".into(),
+                    causes: vec![],
+                }));
+            }
+            Fault::TooManyRequests => {
+                return Ok(error_response(&ApiError::TooManyRequests {
+                    message: "injected fault (devcluster fault injection): too many requests, please try again later".into(),
+                    retry_after: 1,
+                }));
+            }
+            Fault::Drop => return Err(InjectedDrop),
+            Fault::Delay(pause) => tokio::time::sleep(pause).await,
+            Fault::WatchCut(cut) => r.cut = Some(cut),
+            Fault::LostResponse => {}
+        }
+    }
     let res = route(&shared, &path, &r).unwrap_or_else(|e| error_response(&e));
     tracing::debug!(method = %r.method, path, status = res.status().as_u16(), "request");
+    if fault == Some(Fault::LostResponse) {
+        return Err(InjectedDrop);
+    }
     Ok(res)
 }
 
@@ -353,6 +398,7 @@ fn resource_route(
                 query: q,
                 headers: r.headers.clone(),
                 body: r.body.clone(),
+                cut: r.cut,
             };
             watch::serve(shared.clone(), info, version, t.ns, &r2)
         }

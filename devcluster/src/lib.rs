@@ -15,6 +15,7 @@ mod builtin;
 mod crd;
 mod discovery;
 mod error;
+mod faults;
 mod gc;
 mod handlers;
 mod managed;
@@ -44,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 pub use error::{ApiError, Cause, Error, Target};
+pub use faults::{FaultConfig, FaultMix, FaultStats};
 
 use crate::resources::Registry;
 use crate::state::{Shared, State};
@@ -65,6 +67,9 @@ pub struct Config {
     /// `None`, the default, serves a bare API server whose objects change only when a client
     /// changes them.
     pub workloads: Option<workloads::WorkloadConfig>,
+    /// Fault injection (errors, delays, dropped connections, cut watches) on a share of
+    /// the resource requests; `None`, the default, serves every request faithfully.
+    pub faults: Option<FaultConfig>,
 }
 
 impl Default for Config {
@@ -76,6 +81,7 @@ impl Default for Config {
             watch_buffer: 100_000,
             bookmark_interval: Duration::from_secs(5),
             workloads: None,
+            faults: None,
         }
     }
 }
@@ -120,9 +126,18 @@ impl DevCluster {
         let mut state = State {
             registry: Registry::default(),
             store: Store::new(config.watch_history, config.watch_buffer),
+            pod_births: config
+                .workloads
+                .as_ref()
+                .map(|_| Arc::new(workloads::PodBirths::default())),
         };
+        let births = state.pod_births.clone();
         seed_namespaces(&mut state);
-        let shared = Shared::new(state, config.bookmark_interval, rx.clone());
+        let injector = config.faults.as_ref().map(faults::Injector::new);
+        if let Some(f) = &config.faults {
+            tracing::info!(rate = f.rate, seed = f.seed, mix = ?f.mix, "fault injection on");
+        }
+        let shared = Shared::new(state, config.bookmark_interval, rx.clone(), injector);
         let task = tokio::spawn(serve(listener, shared.clone(), rx));
         let mut cluster = DevCluster {
             addr,
@@ -136,9 +151,14 @@ impl DevCluster {
             cluster.write_kubeconfig(path)?;
         }
         if let Some(workloads) = config.workloads {
-            // Through the HTTP API like any controller, so they see what clients see.
-            let client = cluster.client()?;
-            cluster.workloads = Some(workloads::spawn(client, workloads));
+            // Through the HTTP API like any controller, so they see what clients see (bar
+            // injected faults, unless `FaultConfig::workloads` asks for them).
+            let client = cluster.workload_client()?;
+            cluster.workloads = Some(workloads::spawn_with_births(
+                client,
+                workloads,
+                births.unwrap_or_default(),
+            ));
         }
         tracing::info!(url = %cluster.url, "devcluster listening");
         Ok(cluster)
@@ -154,13 +174,45 @@ impl DevCluster {
 
     /// A kube client for this server (default namespace `default`).
     pub fn client(&self) -> Result<kube::Client, Error> {
+        let config = self.kube_config()?;
+        kube::Client::try_from(config).map_err(|source| Error::Client { source })
+    }
+
+    /// A kube config for this server, for clients that need other settings than
+    /// `client()`'s (e.g. `default_retry = false` to see every injected 429).
+    pub fn kube_config(&self) -> Result<kube::Config, Error> {
         // kube's rustls needs a process-level provider; a second install is a harmless no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let uri: http::Uri = self.url.parse().map_err(|_| Error::Url {
             url: self.url.clone(),
         })?;
-        let config = kube::Config::new(uri);
+        Ok(kube::Config::new(uri))
+    }
+
+    /// The simulated workloads' client: marked so fault injection can spare it.
+    fn workload_client(&self) -> Result<kube::Client, Error> {
+        let mut config = self.kube_config()?;
+        if let Some(f) = &self.shared.faults {
+            config.headers.push((
+                http::HeaderName::from_static(faults::WORKLOAD_HEADER),
+                f.workload_token().clone(),
+            ));
+        }
         kube::Client::try_from(config).map_err(|source| Error::Client { source })
+    }
+
+    /// How many faults were injected since the server started (0 without `Config::faults`).
+    pub fn faults_injected(&self) -> u64 {
+        self.fault_stats().total()
+    }
+
+    /// Injected faults by kind.
+    pub fn fault_stats(&self) -> FaultStats {
+        self.shared
+            .faults
+            .as_ref()
+            .map(faults::Injector::stats)
+            .unwrap_or_default()
     }
 
     pub fn kubeconfig_yaml(&self) -> String {

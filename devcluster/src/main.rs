@@ -1,5 +1,6 @@
-//! `devcluster --addr 127.0.0.1:0 --kubeconfig PATH`: serve an empty API server and
-//! print `ready <url>` once it accepts requests (the kubeconfig is written before).
+//! `devcluster --addr 127.0.0.1:0 --kubeconfig PATH [--faults RATE --fault-seed N]`:
+//! serve an empty API server and print `ready <url>` once it accepts requests (the
+//! kubeconfig is written before).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +22,21 @@ struct Args {
     /// Serve the API only: no Deployment, ReplicaSet, StatefulSet or Pod controllers.
     #[arg(long)]
     no_workloads: bool,
+    /// Inject API faults (errors, delays, dropped connections, cut watches) into this share
+    /// of the resource requests, 0 to 1; discovery and OpenAPI never fault.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    faults: Option<f64>,
+    /// Seed of the fault sequence (the same seed and requests give the same faults).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    fault_seed: u64,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        Ok(_) => Err(format!("{s} is not between 0 and 1")),
+        Err(e) => Err(format!("{s}: {e}")),
+    }
 }
 
 #[tokio::main]
@@ -43,6 +59,9 @@ async fn main() -> std::process::ExitCode {
             ),
             ..Default::default()
         }),
+        faults: args
+            .faults
+            .map(|rate| devcluster::FaultConfig::with_rate(rate).with_seed(args.fault_seed)),
         ..Default::default()
     };
     let cluster = match devcluster::DevCluster::start(config).await {

@@ -12,6 +12,8 @@ use crate::store::Store;
 pub struct State {
     pub registry: Registry,
     pub store: Store,
+    /// When each Pod was created, for the simulated kubelet (with workloads only).
+    pub pod_births: Option<Arc<crate::workloads::PodBirths>>,
 }
 
 #[derive(Debug)]
@@ -22,6 +24,8 @@ pub struct Shared {
     /// Bumped to end every open watch (as an API server restart does); clients resume.
     pub watch_reset: tokio::sync::watch::Sender<u64>,
     pub openapi: Mutex<crate::openapi::Cache>,
+    /// `None` serves every request faithfully.
+    pub faults: Option<crate::faults::Injector>,
 }
 
 impl Shared {
@@ -29,6 +33,7 @@ impl Shared {
         state: State,
         bookmark_interval: Duration,
         shutdown: tokio::sync::watch::Receiver<bool>,
+        faults: Option<crate::faults::Injector>,
     ) -> Arc<Self> {
         Arc::new(Shared {
             state: Mutex::new(state),
@@ -36,6 +41,7 @@ impl Shared {
             shutdown,
             watch_reset: tokio::sync::watch::Sender::new(0),
             openapi: Mutex::new(crate::openapi::Cache::default()),
+            faults,
         })
     }
 

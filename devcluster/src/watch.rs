@@ -187,6 +187,7 @@ pub fn serve(
     let mut shutdown = shared.shutdown.clone();
     let mut reset = shared.watch_reset.subscribe();
     let interval = shared.bookmark_interval;
+    let cut = r.cut;
     let stream = async_stream::stream! {
         if let Some(msg) = expired {
             yield expired_line(msg);
@@ -196,7 +197,15 @@ pub fn serve(
             yield line;
         }
         let mut last_rv = start_rv;
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let now = tokio::time::Instant::now();
+        // An injected cut ends the stream as a timeout would: cleanly, so the client
+        // re-watches from the last resourceVersion it saw.
+        let deadline = [timeout, cut.map(|c| c.after)]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| now + t);
+        let mut events_left = cut.map(|c| c.events);
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {
             tokio::select! {
@@ -211,6 +220,13 @@ pub fn serve(
                         }
                         if let Some((t, o)) = filter.transform(&ev) {
                             yield enc.line(t, o);
+                            if let Some(left) = events_left.as_mut() {
+                                *left = left.saturating_sub(1);
+                                if *left == 0 {
+                                    tracing::debug!(resource = %gr.resource, "injected fault: watch cut after its events");
+                                    break;
+                                }
+                            }
                         }
                     }
                     Err(RecvError::Lagged(n)) => {

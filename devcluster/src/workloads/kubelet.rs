@@ -16,21 +16,31 @@ use serde_json::json;
 
 use super::{Ctx, WorkloadError, api_error, drain, error_policy, has_code, watcher_config};
 
-/// When the kubelet first saw each not-yet-ready Pod, by uid.
-#[derive(Default)]
+/// When each not-yet-ready Pod was created (or first seen, for a Pod the API server did not
+/// report), by uid.
 pub(crate) struct KubeletState {
     first_seen: Mutex<HashMap<String, Instant>>,
+    births: Arc<super::PodBirths>,
 }
 
 impl KubeletState {
+    pub(crate) fn new(births: Arc<super::PodBirths>) -> Self {
+        Self {
+            first_seen: Mutex::new(HashMap::new()),
+            births,
+        }
+    }
+
     fn first_seen(&self, uid: &str) -> Instant {
         let mut map = self.first_seen.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry(uid.to_owned()).or_insert_with(Instant::now)
+        *map.entry(uid.to_owned())
+            .or_insert_with(|| self.births.take(uid).unwrap_or_else(Instant::now))
     }
 
     fn forget(&self, uid: &str) {
         let mut map = self.first_seen.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(uid);
+        self.births.take(uid);
     }
 }
 

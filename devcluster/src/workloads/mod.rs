@@ -87,12 +87,44 @@ pub(crate) struct Ctx {
     pub kubelet: kubelet::KubeletState,
 }
 
-/// Runs the workload controllers until the returned set is dropped or aborted.
+/// When the API server created each Pod. A kubelet that counts the start-up from the moment
+/// it noticed a Pod adds its watch latency to every start-up; under a compressed clock (a
+/// `speed` of 200 turns 50 ms into 10 simulated seconds) that would be a different model
+/// from the one `simulate` runs. An in-process cluster can tell the kubelet the truth.
+#[derive(Debug, Default)]
+pub struct PodBirths {
+    at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl PodBirths {
+    pub(crate) fn born(&self, uid: &str) {
+        let mut map = self.at.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(uid.to_owned(), std::time::Instant::now());
+    }
+
+    /// When the Pod was created, forgetting it (the kubelet asks once per Pod).
+    pub(crate) fn take(&self, uid: &str) -> Option<std::time::Instant> {
+        let mut map = self.at.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(uid)
+    }
+}
+
+/// Runs the workload controllers until the returned set is dropped or aborted. Pods start
+/// up from when this kubelet first sees them.
 pub fn spawn(client: Client, config: WorkloadConfig) -> JoinSet<()> {
+    spawn_with_births(client, config, Arc::new(PodBirths::default()))
+}
+
+/// As `spawn`, with Pods starting up from their creation in the API server.
+pub(crate) fn spawn_with_births(
+    client: Client,
+    config: WorkloadConfig,
+    births: Arc<PodBirths>,
+) -> JoinSet<()> {
     let ctx = Arc::new(Ctx {
         client,
         config,
-        kubelet: kubelet::KubeletState::default(),
+        kubelet: kubelet::KubeletState::new(births),
     });
     let mut set = JoinSet::new();
     set.spawn(deployment::run(ctx.clone()));

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -68,6 +70,9 @@ pub(crate) fn selector_string(
         .join(",")
 }
 
+/// Pod creations in flight at once per ReplicaSet.
+const CREATE_CONCURRENCY: usize = 16;
+
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, WorkloadError> {
     if rs.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -85,7 +90,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Workloa
             return Ok(Action::await_change());
         };
         let template = spec.template.clone().unwrap_or_default();
-        for _ in pods.len()..want {
+        let new_pod = || {
             let mut meta = template.metadata.clone().unwrap_or_default();
             meta.generate_name = Some(format!("{name}-"));
             meta.name = None;
@@ -93,16 +98,25 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Workloa
             meta.owner_references = Some(vec![owner.clone()]);
             let mut pod_spec = template.spec.clone().unwrap_or_default();
             pod_spec.node_name = Some(ctx.config.node_name.clone());
-            let pod = Pod {
+            Pod {
                 metadata: meta,
                 spec: Some(pod_spec),
                 status: None,
-            };
-            let created = pod_api
-                .create(&PostParams::default(), &pod)
-                .await
-                .map_err(api_error("create pod for", "ReplicaSet", &name))?;
-            pods.push(created);
+            }
+        };
+        // Concurrently, as the real controller's slow-start batches do: one at a time, a
+        // scale-up by 30 pods would start its last pod 30 round trips after its first.
+        let creates: Vec<Pod> = (pods.len()..want).map(|_| new_pod()).collect();
+        let created: Vec<Result<Pod, kube::Error>> = futures::stream::iter(creates)
+            .map(|pod| {
+                let pod_api = pod_api.clone();
+                async move { pod_api.create(&PostParams::default(), &pod).await }
+            })
+            .buffer_unordered(CREATE_CONCURRENCY)
+            .collect()
+            .await;
+        for result in created {
+            pods.push(result.map_err(api_error("create pod for", "ReplicaSet", &name))?);
         }
     } else if pods.len() > want {
         // Unready pods go first, then the newest: what serves traffic is kept.

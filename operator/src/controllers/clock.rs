@@ -78,10 +78,14 @@ fn unix_now() -> f64 {
 
 /// A Kubernetes timestamp for a Unix time (clamped to what a timestamp can hold).
 pub fn time_at(unix: f64) -> Time {
-    let nanos = (unix * 1e9).clamp(-1e18, 1e18) as i128;
-    let ts = k8s_openapi::jiff::Timestamp::from_nanosecond(nanos)
-        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-    Time(ts)
+    use k8s_openapi::jiff::Timestamp;
+    // The float-to-int cast saturates (NaN gives 0); the clamp keeps it within years
+    // -9999..=9999. (A clamp to ±1e18 ns would stop the clock at 2001-09-09.)
+    let nanos = ((unix * 1e9) as i128).clamp(
+        Timestamp::MIN.as_nanosecond(),
+        Timestamp::MAX.as_nanosecond(),
+    );
+    Time(Timestamp::from_nanosecond(nanos).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
 #[cfg(test)]
@@ -116,5 +120,9 @@ mod tests {
     fn timestamps_are_the_unix_time() {
         assert_eq!(time_at(0.0).0.as_second(), 0);
         assert_eq!(time_at(86_400.5).0.as_second(), 86_400);
+        // Past 2001-09-09 (1e18 ns), where an earlier clamp stopped every timestamp.
+        assert_eq!(time_at(1_796_117_643.25).0.as_second(), 1_796_117_643);
+        assert_eq!(time_at(f64::INFINITY).0, k8s_openapi::jiff::Timestamp::MAX);
+        assert_eq!(time_at(f64::NAN).0.as_second(), 0);
     }
 }

@@ -37,6 +37,17 @@ pub trait ReadMetrics: Send + Sync + 'static {
         service: ServiceRef<'a>,
         metrics: &'a [MetricSpec],
     ) -> BoxFuture<'a, Vec<(MetricReading, Option<MetricsError>)>>;
+
+    /// The service's recorded demand over [start, end] at `step`, in the engine's unit, to
+    /// backfill seasonality after a restart. Sources without history answer empty.
+    fn demand_history<'a>(
+        &'a self,
+        service: ServiceRef<'a>,
+        metrics: &'a [MetricSpec],
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> BoxFuture<'a, Result<Vec<(f64, f64)>, MetricsError>>;
 }
 
 impl<M: MetricsSource + 'static> ReadMetrics for M {
@@ -46,6 +57,19 @@ impl<M: MetricsSource + 'static> ReadMetrics for M {
         metrics: &'a [MetricSpec],
     ) -> BoxFuture<'a, Vec<(MetricReading, Option<MetricsError>)>> {
         Box::pin(async move { MetricsSource::read_all(self, &service, metrics).await })
+    }
+
+    fn demand_history<'a>(
+        &'a self,
+        service: ServiceRef<'a>,
+        metrics: &'a [MetricSpec],
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> BoxFuture<'a, Result<Vec<(f64, f64)>, MetricsError>> {
+        Box::pin(async move {
+            crate::metrics::read_demand_history(self, &service, metrics, start, end, step).await
+        })
     }
 }
 

@@ -15,12 +15,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use marketplace_crds::v1alpha1::{MarketplaceService, MetricType};
 
-pub use self::world::{Scrape, ServiceLoad, SimulatedMetrics};
+pub use self::world::{ServiceLoad, SimulatedMetrics};
+use crate::controllers::marketplace_service::build::NAME_LABEL;
 use crate::controllers::marketplace_service::{self, Autoscalers};
 use crate::controllers::{Clock, Context, Settings, Telemetry};
 use crate::scaling::{Policy, SpecError};
@@ -242,40 +244,73 @@ fn model_for(load: &ServiceLoad, policy: &Policy, origin: f64) -> Model {
     }
 }
 
-/// The Deployments of the sample namespace as the API server has them, kept by a watch.
+/// The sample namespace's Deployments and Pods as the API server has them, kept by watches.
+/// Serving capacity is counted in Ready Pods, as a Service's endpoints are: the Deployment's
+/// `readyReplicas` trails them by two status updates.
 struct Deployments {
-    store: Store<Deployment>,
-    task: tokio::task::JoinHandle<()>,
+    deployments: Store<Deployment>,
+    pods: Store<Pod>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn mirror<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects();
+    (store, tokio::spawn(stream.for_each(|_| async {})))
 }
 
 impl Deployments {
-    async fn watch(client: Client, namespace: &str) -> Self {
-        let api: Api<Deployment> = Api::namespaced(client, namespace);
-        let (store, writer) = reflector::store();
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .applied_objects();
-        let task = tokio::spawn(stream.for_each(|_| async {}));
-        Self { store, task }
+    fn watch(client: Client, namespace: &str) -> Self {
+        let (deployments, a) = mirror(Api::<Deployment>::namespaced(client.clone(), namespace));
+        let (pods, b) = mirror(Api::<Pod>::namespaced(client, namespace));
+        Self {
+            deployments,
+            pods,
+            tasks: vec![a, b],
+        }
     }
 
-    /// (spec replicas, ready replicas) of a Deployment, if it exists.
+    /// (spec replicas, Ready Pods) of a service, if its Deployment exists.
     fn replicas(&self, namespace: &str, name: &str) -> Option<(u32, u32)> {
-        let d = self.store.get(&ObjectRef::new(name).within(namespace))?;
+        let d = self
+            .deployments
+            .get(&ObjectRef::new(name).within(namespace))?;
         let spec = u32::try_from(d.spec.replicas.unwrap_or(1)).unwrap_or(0);
-        let ready = d
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .and_then(|r| u32::try_from(r).ok())
-            .unwrap_or(0);
-        Some((spec, ready))
+        let ready = self
+            .pods
+            .state()
+            .iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.labels().get(NAME_LABEL).map(String::as_str) == Some(name)
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+            })
+            .count();
+        Some((spec, u32::try_from(ready).unwrap_or(u32::MAX)))
     }
 }
 
 impl Drop for Deployments {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -333,8 +368,8 @@ pub async fn run(args: DevArgs) -> Result<Outcome, DevError> {
     // The operator talks to the API server through the faults (when asked); the
     // simulation's own bookkeeping goes around them.
     let client = cluster.client().map_err(DevError::Cluster)?;
-    let metrics = Arc::new(SimulatedMetrics::default());
     let clock = Clock::scaled(wall_now(), args.speed);
+    let metrics = Arc::new(SimulatedMetrics::new(clock, SCRAPE_SECONDS, &loads));
     let telemetry = Arc::new(Telemetry::new());
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -355,8 +390,7 @@ pub async fn run(args: DevArgs) -> Result<Outcome, DevError> {
     let namespace = loads
         .first()
         .map_or_else(|| "marketplace".to_owned(), |l| l.namespace.clone());
-    let deployments =
-        Deployments::watch(cluster.client().map_err(DevError::Cluster)?, &namespace).await;
+    let deployments = Deployments::watch(cluster.client().map_err(DevError::Cluster)?, &namespace);
 
     let world = World {
         clock,
@@ -415,23 +449,20 @@ struct Measured {
 }
 
 impl World<'_> {
-    /// Scrapes every service at `t` (seconds after the trace's start), as Prometheus would:
-    /// the mean load over the last interval among the pods Ready now.
-    fn scrape(&self, t: f64) {
-        for l in self.loads {
-            let ready = self
-                .deployments
-                .replicas(&l.namespace, &l.name)
-                .map_or(0, |(_, r)| r);
-            self.metrics.record(
-                &l.namespace,
-                &l.name,
-                Scrape {
-                    total_rps: l.mean(t - SCRAPE_SECONDS, t),
-                    ready,
-                },
-            );
-        }
+    /// Records every service's Ready Pods at trace time `t`, for the scrapes; returns
+    /// (spec replicas, ready) per service.
+    fn observe(&self, t: f64) -> Vec<(u32, u32)> {
+        self.loads
+            .iter()
+            .map(|l| {
+                let (spec, ready) = self
+                    .deployments
+                    .replicas(&l.namespace, &l.name)
+                    .unwrap_or((0, 0));
+                self.metrics.observe_ready(&l.namespace, &l.name, t, ready);
+                (spec, ready)
+            })
+            .collect()
     }
 
     /// Runs the first minute's load until every service has what it needs, all ready, as
@@ -439,34 +470,34 @@ impl World<'_> {
     async fn warm_up(&self) {
         crate::say!("warming up: every service scales to its starting load");
         let started = self.clock.now();
-        let limit = started + 1_800.0;
-        let mut next = scrape_instant(started);
+        self.metrics.start_at(started);
+        let mut t = 0.0;
         loop {
-            self.clock.sleep_until(next).await;
-            self.scrape(-1.0);
-            let steady = self.loads.iter().all(|l| {
+            self.clock.sleep_until(started + t).await;
+            let now = self.observe(t);
+            let steady = self.loads.iter().zip(&now).all(|(l, &(spec, ready))| {
                 let need = (l.at(0.0) / l.target_rps - 1e-9).ceil().max(1.0) as u32;
-                self.deployments
-                    .replicas(&l.namespace, &l.name)
-                    .is_some_and(|(spec, ready)| spec >= need && ready == spec)
+                spec >= need && ready == spec
             });
-            if steady || self.clock.now() > limit {
-                if !steady {
-                    crate::say!(
-                        "warning: not every service reached its starting replicas in 30 simulated minutes; replaying anyway"
-                    );
-                }
+            if steady && t >= SCRAPE_SECONDS {
                 return;
             }
-            next += SCRAPE_SECONDS;
+            if t > 1_800.0 {
+                crate::say!(
+                    "warning: not every service reached its starting replicas in 30 simulated minutes; replaying anyway"
+                );
+                return;
+            }
+            t += 1.0;
         }
     }
 
     /// Replays the trace; returns its start (clock time) and what each service had.
     async fn replay(&self) -> (f64, Vec<Measured>) {
-        // Scrapes land one second before each poll of the autoscalers (which tick on the
-        // poll grid), so a poll sees the scrape of its instant, as in `simulate`.
-        let origin = scrape_instant(self.clock.now()) + SCRAPE_SECONDS;
+        // The trace starts on the autoscalers' poll grid, so a poll at trace time t sees
+        // the scrape of t, as in `simulate`.
+        let origin = (self.clock.now() / SCRAPE_SECONDS).ceil() * SCRAPE_SECONDS + SCRAPE_SECONDS;
+        self.metrics.start_at(origin);
         let steps = self
             .loads
             .iter()
@@ -489,21 +520,16 @@ impl World<'_> {
         );
         let table_every = 900usize;
         for i in 0..steps {
-            let t = i as f64;
+            // Mid-step: a Pod that turned Ready at any time in the step counts half the time,
+            // the unbiased reading of a one-second step.
+            let t = i as f64 + 0.5;
             self.clock.sleep_until(origin + t).await;
-            if i > 0 && i % SCRAPE_SECONDS as usize == 0 {
-                self.scrape(t);
-            }
-            for (l, m) in self.loads.iter().zip(measured.iter_mut()) {
-                let (spec, ready) = self
-                    .deployments
-                    .replicas(&l.namespace, &l.name)
-                    .unwrap_or((0, 0));
+            for (m, (spec, ready)) in measured.iter_mut().zip(self.observe(t)) {
                 m.ready.push(ready);
                 m.replicas.push(spec);
             }
             if i % table_every == 0 || i + 1 == steps {
-                self.print_table(t, steps as f64);
+                self.print_table(i as f64, steps as f64);
             }
         }
         (origin, measured)
@@ -541,24 +567,14 @@ impl World<'_> {
         }
     }
 
-    /// `--serve`: keeps scraping the last load forever.
+    /// `--serve`: the last load holds, scraped as before, until the process is stopped.
     async fn hold_traffic(&self, origin: f64) {
-        let mut next = scrape_instant(self.clock.now());
+        let mut t = (self.clock.now() - origin).ceil();
         loop {
-            self.clock.sleep_until(next).await;
-            self.scrape(self.clock.now() - origin);
-            next += SCRAPE_SECONDS;
+            self.clock.sleep_until(origin + t).await;
+            self.observe(t);
+            t += 1.0;
         }
-    }
-}
-
-/// The next scrape instant: one second before the next multiple of the scrape interval.
-fn scrape_instant(now: f64) -> f64 {
-    let tick = (now / SCRAPE_SECONDS).ceil() * SCRAPE_SECONDS - 1.0;
-    if tick < now {
-        tick + SCRAPE_SECONDS
-    } else {
-        tick
     }
 }
 
@@ -726,12 +742,5 @@ mod tests {
         let loads = split(&trace, &samples().expect("samples"));
         let orders = &loads[0];
         assert!((orders.trace.peak() / orders.target_rps - 12.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn scrapes_fall_one_second_before_each_poll() {
-        assert_eq!(scrape_instant(0.0), 14.0);
-        assert_eq!(scrape_instant(14.0), 14.0);
-        assert_eq!(scrape_instant(14.5), 29.0);
     }
 }

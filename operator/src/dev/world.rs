@@ -1,12 +1,12 @@
 //! The simulated world of `dev`: traffic per service from a trace, and a metrics source that
-//! sees it as Prometheus would: every scrape interval, the mean load since the previous
-//! scrape, divided among the pods that were Ready at the scrape (only they get traffic).
+//! sees it as Prometheus would, with `simulate`'s timing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use marketplace_crds::v1alpha1::{MetricSpec, MetricType};
 
+use crate::controllers::Clock;
 use crate::metrics::{MetricsError, MetricsSource, ServiceRef};
 use crate::scaling::MetricReading;
 use crate::simulate::Trace;
@@ -50,32 +50,90 @@ impl ServiceLoad {
     }
 }
 
-/// The latest scrape of one service.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Scrape {
-    /// Requests/s of the whole service, averaged over the scrape interval.
-    pub total_rps: f64,
-    /// Pods Ready at the scrape, among which the load was divided.
-    pub ready: u32,
+/// Ready Pods of each service, second by second, as the simulation observed them.
+#[derive(Debug, Default)]
+struct Readiness {
+    /// Clock time (Unix seconds) of the trace's t = 0.
+    origin: f64,
+    /// Per service: (trace time, Ready Pods), oldest first.
+    seen: HashMap<(String, String), VecDeque<(f64, u32)>>,
 }
 
-/// The metrics source of `dev`: answers RequestsPerSecond from the latest scrape; every
-/// other metric type reads as missing (the simulation has no latency or CPU model, as in
-/// `simulate`).
-#[derive(Default)]
+/// Seconds of readiness history kept: a few scrape intervals.
+const KEEP_SECONDS: f64 = 120.0;
+
+/// The metrics source of `dev`: Prometheus as `simulate` models it. A poll at trace time t
+/// sees the latest scrape, taken at the multiple of the scrape interval at or before t: the
+/// mean load over the interval before it, divided among the Pods Ready at that instant (only
+/// they get traffic). RequestsPerSecond only; other metric types read as missing (there is
+/// no latency or CPU model, as in `simulate`).
 pub struct SimulatedMetrics {
-    scrapes: Mutex<HashMap<(String, String), Scrape>>,
+    clock: Clock,
+    scrape_interval: f64,
+    loads: HashMap<(String, String), ServiceLoad>,
+    readiness: Mutex<Readiness>,
 }
 
 impl SimulatedMetrics {
-    pub fn record(&self, namespace: &str, name: &str, scrape: Scrape) {
-        let mut map = self.scrapes.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert((namespace.to_owned(), name.to_owned()), scrape);
+    pub fn new(clock: Clock, scrape_interval: f64, loads: &[ServiceLoad]) -> Self {
+        Self {
+            clock,
+            scrape_interval,
+            loads: loads
+                .iter()
+                .map(|l| ((l.namespace.clone(), l.name.clone()), l.clone()))
+                .collect(),
+            readiness: Mutex::new(Readiness {
+                origin: clock.now(),
+                seen: HashMap::new(),
+            }),
+        }
     }
 
-    pub fn latest(&self, namespace: &str, name: &str) -> Option<Scrape> {
-        let map = self.scrapes.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&(namespace.to_owned(), name.to_owned())).copied()
+    fn lock(&self) -> std::sync::MutexGuard<'_, Readiness> {
+        self.readiness.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the trace at clock time `origin`; the load before it is the trace's first.
+    pub fn start_at(&self, origin: f64) {
+        let mut r = self.lock();
+        r.origin = origin;
+        r.seen.clear();
+    }
+
+    /// Trace time now.
+    pub fn trace_time(&self) -> f64 {
+        self.clock.now() - self.lock().origin
+    }
+
+    /// Records the Ready Pods of a service at trace time `t`.
+    pub fn observe_ready(&self, namespace: &str, name: &str, t: f64, ready: u32) {
+        let mut r = self.lock();
+        let seen = r
+            .seen
+            .entry((namespace.to_owned(), name.to_owned()))
+            .or_default();
+        seen.push_back((t, ready));
+        while seen.front().is_some_and(|(at, _)| *at < t - KEEP_SECONDS) {
+            seen.pop_front();
+        }
+    }
+
+    /// The scrape a poll at trace time `t` sees: (total requests/s, Ready Pods).
+    pub fn scrape(&self, namespace: &str, name: &str, t: f64) -> Option<(f64, u32)> {
+        let load = self.loads.get(&(namespace.to_owned(), name.to_owned()))?;
+        let at = (t / self.scrape_interval + 1e-9).floor() * self.scrape_interval;
+        let r = self.lock();
+        let seen = r.seen.get(&(namespace.to_owned(), name.to_owned()))?;
+        // The readiness recorded at the scrape instant (or the closest before it; the
+        // first record if the scrape predates them all).
+        let ready = seen
+            .iter()
+            .rev()
+            .find(|(when, _)| *when <= at + 1e-9)
+            .or(seen.front())
+            .map(|(_, ready)| *ready)?;
+        Some((load.mean(at - self.scrape_interval, at), ready))
     }
 }
 
@@ -93,11 +151,11 @@ impl MetricsSource for SimulatedMetrics {
         if metric.type_ != MetricType::RequestsPerSecond {
             return Err(no_data());
         }
-        match self.latest(service.namespace, service.name) {
-            Some(s) if s.ready > 0 => Ok(MetricReading::average(
-                s.total_rps / f64::from(s.ready),
-                s.ready,
-            )),
+        let t = self.trace_time();
+        match self.scrape(service.namespace, service.name, t) {
+            Some((total, ready)) if ready > 0 => {
+                Ok(MetricReading::average(total / f64::from(ready), ready))
+            }
             // No Ready pod reported: Prometheus would have no series for the service.
             _ => Err(no_data()),
         }
@@ -130,9 +188,14 @@ mod tests {
         assert_eq!(l.mean(0.0, 3.0), 2.0);
     }
 
-    #[tokio::test]
-    async fn a_scrape_is_divided_among_the_ready_pods_and_none_means_no_data() {
-        let m = SimulatedMetrics::default();
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_sees_the_scrape_of_its_interval_divided_among_the_pods_ready_then() {
+        let mut rates = vec![10.0; 30];
+        rates.extend(vec![100.0; 30]);
+        let l = load(rates);
+        let clock = Clock::scaled(1_000.0, 1.0);
+        let m = SimulatedMetrics::new(clock, 15.0, std::slice::from_ref(&l));
+        m.start_at(1_000.0);
         let svc = ServiceRef {
             namespace: "m",
             name: "orders",
@@ -144,17 +207,18 @@ mod tests {
             target_type: None,
             query: None,
         };
-        assert!(m.read(&svc, &rps).await.is_err());
-        m.record(
-            "m",
-            "orders",
-            Scrape {
-                total_rps: 90.0,
-                ready: 3,
-            },
-        );
+        assert!(m.read(&svc, &rps).await.is_err(), "no readiness seen yet");
+        m.observe_ready("m", "orders", 0.0, 2);
+        m.observe_ready("m", "orders", 30.0, 5);
+        m.observe_ready("m", "orders", 44.0, 9);
+        // At t = 44 the latest scrape is t = 30: the load over [15, 30) among 5 pods.
+        assert_eq!(m.scrape("m", "orders", 44.0), Some((10.0, 5)));
+        // At t = 45: the scrape of [30, 45), 100 rps, among the 9 pods ready at 44.
+        assert_eq!(m.scrape("m", "orders", 45.0), Some((100.0, 9)));
+        tokio::time::advance(std::time::Duration::from_secs(45)).await;
         let r = m.read(&svc, &rps).await.expect("a reading");
-        assert_eq!(r, MetricReading::average(30.0, 3));
+        assert!((r.value.unwrap_or(0.0) - 100.0 / 9.0).abs() < 1e-9);
+        assert_eq!(r.pods_reporting, 9);
         let cpu = MetricSpec {
             type_: MetricType::Cpu,
             ..rps

@@ -142,6 +142,34 @@ impl Engine {
         Ok(())
     }
 
+    /// Feeds recorded demand (unix time, replicas at target: `MetricProposal::demand`, the
+    /// largest over the policy's metrics) into the predictor, so an operator restart does not
+    /// forget the season: a forecast after a backfill is the one the engine would make had it
+    /// observed those samples live. Call it before the first decision with history that ends
+    /// before that decision's `now`; samples at or before the newest already observed are
+    /// dropped, as the predictor only moves forward. Non-finite samples are skipped (a gap
+    /// in the record, not zero load). Without a predictive block this does nothing.
+    /// Returns how many samples were recorded.
+    pub fn backfill(&mut self, samples: &[(Seconds, f64)]) -> usize {
+        let (Some(p), Some(pr)) = (&self.policy.predictive, &mut self.predictor) else {
+            return 0;
+        };
+        let mut ordered: Vec<(Seconds, f64)> = samples
+            .iter()
+            .copied()
+            .filter(|(t, d)| t.is_finite() && d.is_finite())
+            .collect();
+        // Live observations arrive in time order; a range query's chunks may not.
+        ordered.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut fed = 0;
+        for (t, demand) in ordered {
+            if pr.observe(p, t, demand) {
+                fed += 1;
+            }
+        }
+        fed
+    }
+
     /// One decision. The caller is expected to apply `desired`: the engine records it as a
     /// scale event for the rate policies, as the HPA does after it rescales.
     pub fn decide(&mut self, obs: &Observation<'_>) -> Decision {

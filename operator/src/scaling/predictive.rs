@@ -199,8 +199,9 @@ impl Predictor {
         &self.season
     }
 
-    /// Feeds one demand sample (replicas at target) at time `t`.
-    pub fn observe(&mut self, p: &Predictive, t: Seconds, demand: f64) {
+    /// Feeds one demand sample (replicas at target) at time `t`; false when it was dropped
+    /// for not being newer than the last one.
+    pub fn observe(&mut self, p: &Predictive, t: Seconds, demand: f64) -> bool {
         let demand = demand.max(0.0);
         match self.last {
             None => {
@@ -227,11 +228,12 @@ impl Predictor {
                     self.season_level = Some(self.season_level.map_or(s, |l| l + a * (s - l)));
                 }
             }
-            Some(_) => return,
+            Some(_) => return false,
         }
         self.last = Some(t);
         self.latest = demand;
         self.season.record(t, demand);
+        true
     }
 
     /// The upper-quantile forecast of demand over (now, now + lead], once the noise has been

@@ -441,6 +441,87 @@ fn predictive_scales_ahead_of_a_daily_peak() {
     assert!(d.reason().contains("forecast"), "{}", d.reason());
 }
 
+/// Three days of a daily pattern (2 replicas' worth, 10 from 12:00 to 13:00) at 15 s ticks,
+/// as (time, requests/s); the target is 100 requests/s per replica.
+fn three_days_with_a_noon_peak() -> Vec<(f64, f64)> {
+    (0..3 * 86_400 / 15)
+        .map(|i| {
+            let t = f64::from(i) * 15.0;
+            let load = if (43_200.0..46_800.0).contains(&(t % 86_400.0)) {
+                1000.0
+            } else {
+                200.0
+            };
+            (t, load)
+        })
+        .collect()
+}
+
+#[test]
+fn a_backfilled_engine_forecasts_the_peak_as_one_that_saw_the_days_live() {
+    let mut p = hpa_no_window();
+    // A 15-minute lead, so the forecast made a minute before noon reaches into the peak.
+    p.predictive = Some(Predictive {
+        seasons_kept: 3,
+        lead: 900.0,
+        ..daily_season()
+    });
+    let days = three_days_with_a_noon_peak();
+    let mut live = engine(p.clone());
+    let mut current = 2;
+    for &(t, load) in &days {
+        current = tick(&mut live, t, current, load / f64::from(current)).desired;
+    }
+    let mut restarted = engine(p.clone());
+    // Shuffled by halves: the engine must order what a chunked range query returns.
+    let demand: Vec<(f64, f64)> = days.iter().map(|&(t, load)| (t, load / 100.0)).collect();
+    let (early, late) = demand.split_at(demand.len() / 2);
+    let fed = restarted.backfill(&[late, early].concat());
+    assert_eq!(fed, demand.len());
+
+    // Day 4, one minute before noon: the same tick into both.
+    let now = 3.0 * 86_400.0 + 43_140.0;
+    let a = tick(&mut live, now, 2, 100.0);
+    let b = tick(&mut restarted, now, 2, 100.0);
+    let pr = p.predictive.as_ref().expect("predictive block");
+    let forecast = |e: &Engine| {
+        e.predictor
+            .as_ref()
+            .and_then(|f| f.forecast(pr, now))
+            .expect("warmed up")
+    };
+    let (fa, fb) = (forecast(&live), forecast(&restarted));
+    assert!(fa.seasonal > 1.5, "the live engine saw noon coming: {fa:?}");
+    for (x, y) in [
+        (fa.demand, fb.demand),
+        (fa.mean, fb.mean),
+        (fa.level, fb.level),
+        (fa.seasonal, fb.seasonal),
+        (fa.spread, fb.spread),
+    ] {
+        assert!((x - y).abs() < 1e-6, "live {fa:?}, backfilled {fb:?}");
+    }
+    assert_eq!(a.desired, b.desired, "{} / {}", a.reason(), b.reason());
+    assert_eq!(b.mode, Mode::Predictive, "{}", b.reason());
+}
+
+#[test]
+fn backfill_keeps_time_moving_forward_and_needs_a_predictive_block() {
+    let mut p = hpa_no_window();
+    p.predictive = Some(daily_season());
+    let mut e = engine(p.clone());
+    tick(&mut e, 1000.0, 2, 100.0);
+    // Older than the live sample, or not a number: dropped, never recorded out of order.
+    assert_eq!(
+        e.backfill(&[(500.0, 3.0), (1000.0, 3.0), (1015.0, f64::NAN)]),
+        0
+    );
+    assert_eq!(e.backfill(&[(1015.0, 3.0), (1030.0, 3.0)]), 2);
+    let mut plain = engine(hpa_no_window());
+    assert_eq!(plain.backfill(&[(0.0, 1.0)]), 0);
+    assert!(plain.predictor.is_none());
+}
+
 #[test]
 fn predictive_is_off_until_the_noise_is_learnt() {
     let mut p = hpa_no_window();

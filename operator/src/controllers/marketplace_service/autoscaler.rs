@@ -254,6 +254,7 @@ impl Task {
         };
         tracing::info!(namespace = %self.namespace, name = %self.name, "autoscaler started");
         let clock = self.ctx.clock;
+        self.backfill(&mut engine, &scaling.metrics).await;
         // Replicas the task applied and the Deployment has not shown yet.
         let mut pending: Option<u32> = None;
         let mut written: Option<Written> = None;
@@ -340,12 +341,24 @@ impl Task {
                 metrics_error: (!errors.is_empty()).then(|| errors.join("; ")),
                 any_metric: readings.iter().any(|r| r.value.is_some()),
             };
-            let flipped = {
+            let (flipped, metrics_news) = {
                 let mut s = self.lock_snapshot();
                 let flipped = s.condition_key() != snapshot.condition_key();
+                let news = match (&s.metrics_error, &snapshot.metrics_error) {
+                    (None, Some(e)) => Some((EventType::Warning, "MetricsUnavailable", e.clone())),
+                    (Some(_), None) if s.ticks > 0 => Some((
+                        EventType::Normal,
+                        "MetricsAvailable",
+                        "every metric is read again".to_owned(),
+                    )),
+                    _ => None,
+                };
                 *s = snapshot;
-                flipped
+                (flipped, news)
             };
+            if let Some((type_, reason, note)) = metrics_news {
+                self.publish(type_, reason, "ReadMetrics", note).await;
+            }
             if flipped {
                 let _ = self
                     .trigger
@@ -381,6 +394,39 @@ impl Task {
         }
     }
 
+    /// A restarted operator must not forget the season: the predictor is given the demand
+    /// the metric source recorded over the seasons it keeps.
+    async fn backfill(&self, engine: &mut Engine, metrics: &[MetricSpec]) {
+        let Some(p) = engine.policy().predictive.clone() else {
+            return;
+        };
+        let longest = p.seasons.iter().copied().fold(0.0, f64::max);
+        let end = self.ctx.clock.now();
+        let start = end - longest * f64::from(p.seasons_kept);
+        let ready = self.observed.borrow().ready;
+        let service = ServiceRef {
+            namespace: &self.namespace,
+            name: &self.name,
+            ready_replicas: ready,
+        };
+        match self
+            .ctx
+            .metrics
+            .demand_history(service, metrics, start, end, p.slot)
+            .await
+        {
+            Ok(samples) => {
+                let kept = engine.backfill(&samples);
+                if kept > 0 {
+                    tracing::info!(namespace = %self.namespace, name = %self.name, samples = kept, "seasonality backfilled from metric history");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(namespace = %self.namespace, name = %self.name, error = %error_chain(&error), "could not backfill seasonality; the forecast starts from scratch");
+            }
+        }
+    }
+
     fn lock_snapshot(&self) -> std::sync::MutexGuard<'_, Snapshot> {
         self.snapshot.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -404,25 +450,29 @@ impl Task {
 
     /// Keeps the decision in status (newest first, bounded) and tells the user by an Event.
     async fn record(&mut self, now: f64, from: u32, decision: &Decision) {
-        let reason = truncate(decision.reason(), 1000);
+        let note = truncate(decision.reason(), 1000);
         self.decisions.push_front(ScalingDecisionRecord {
             time: time_at(now),
             from_replicas: i32::try_from(from).unwrap_or(i32::MAX),
             to_replicas: i32::try_from(decision.desired).unwrap_or(i32::MAX),
             mode: decision.mode.to_string(),
-            reason: reason.clone(),
+            reason: note.clone(),
         });
         self.decisions.truncate(MAX_RECENT_DECISIONS);
+        let reason = if decision.desired > from {
+            "ScaledUp"
+        } else {
+            "ScaledDown"
+        };
+        self.publish(EventType::Normal, reason, "Scale", note).await;
+    }
+
+    async fn publish(&self, type_: EventType, reason: &str, action: &str, note: String) {
         let event = Event {
-            type_: EventType::Normal,
-            reason: if decision.desired > from {
-                "ScaledUp"
-            } else {
-                "ScaledDown"
-            }
-            .to_owned(),
-            note: Some(truncate(reason, 1000)),
-            action: "Scale".to_owned(),
+            type_,
+            reason: reason.to_owned(),
+            note: Some(truncate(note, 1000)),
+            action: action.to_owned(),
             secondary: None,
         };
         let reference = k8s_openapi::api::core::v1::ObjectReference {
@@ -430,10 +480,11 @@ impl Task {
             kind: Some("MarketplaceService".to_owned()),
             name: Some(self.name.clone()),
             namespace: Some(self.namespace.clone()),
+            uid: Some(self.uid.clone()),
             ..Default::default()
         };
         if let Err(error) = self.ctx.recorder.publish(&event, &reference).await {
-            tracing::debug!(%error, "failed to publish a scale Event");
+            tracing::debug!(%error, reason, "failed to publish an Event");
         }
     }
 

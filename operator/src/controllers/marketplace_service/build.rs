@@ -264,3 +264,144 @@ pub fn build_disruption_budget(v: &Validated) -> Option<PodDisruptionBudget> {
         status: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    use marketplace_crds::v1alpha1::DisruptionSpec;
+
+    use super::*;
+    use crate::controllers::marketplace_service::fixtures::{Build, service};
+
+    fn env(d: &Deployment) -> Vec<(String, String)> {
+        d.spec.template.spec.as_ref().expect("pod spec").containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn a_fixed_size_service_gets_its_replicas_probes_and_port() {
+        let v = service("orders").with_replicas(3).valid();
+        let c = build(&v, &[]);
+        let d = &c.deployment;
+        assert_eq!(d.spec.replicas, Some(3));
+        let pod = d.spec.template.spec.as_ref().expect("pod spec");
+        let container = &pod.containers[0];
+        assert_eq!(
+            container.ports.as_ref().expect("ports")[0].container_port,
+            8080
+        );
+        let path = |p: &Option<Probe>| {
+            p.as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .and_then(|h| h.path.clone())
+        };
+        assert_eq!(path(&container.readiness_probe).as_deref(), Some("/readyz"));
+        assert_eq!(path(&container.liveness_probe).as_deref(), Some("/healthz"));
+        assert_eq!(env(d), [("PORT".to_owned(), "8080".to_owned())]);
+        let owner = &d.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(
+            (owner.uid.as_str(), owner.controller),
+            ("uid-orders", Some(true))
+        );
+        assert_eq!(
+            d.spec.selector.match_labels.as_ref(),
+            Some(&selector_labels(&v))
+        );
+    }
+
+    #[test]
+    fn an_autoscaled_deployment_leaves_replicas_to_the_autoscaler() {
+        let v = service("orders").with_target_rps(50.0).valid();
+        assert_eq!(build_deployment(&v, &[]).spec.replicas, None);
+    }
+
+    #[test]
+    fn each_peer_is_injected_as_its_domain_url_and_ours_win_a_clash() {
+        let mut m = service("orders").depending_on(&["inventory", "fraud-check"]);
+        m.spec.env = vec![
+            EnvVar {
+                name: "PORT".into(),
+                value: Some("1".into()),
+                value_from: None,
+            },
+            EnvVar {
+                name: "LOG".into(),
+                value: Some("debug".into()),
+                value_from: None,
+            },
+        ];
+        let v = m.valid();
+        let peers = [
+            Peer::at("inventory", "inventory-v2", "shop", 9090),
+            Peer::conventional("fraud-check", "shop"),
+        ];
+        assert_eq!(
+            env(&build_deployment(&v, &peers)),
+            [
+                ("LOG".to_owned(), "debug".to_owned()),
+                ("PORT".to_owned(), "8080".to_owned()),
+                (
+                    "INVENTORY_URL".to_owned(),
+                    "http://inventory-v2.shop.svc.cluster.local:9090".to_owned()
+                ),
+                (
+                    "FRAUD_CHECK_URL".to_owned(),
+                    "http://fraud-check.shop.svc.cluster.local:8080".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_single_replica_gets_no_disruption_budget_and_more_get_max_unavailable_one() {
+        assert_eq!(
+            build_disruption_budget(&service("a").with_replicas(1).valid()),
+            None
+        );
+        let pdb = build_disruption_budget(&service("a").with_replicas(3).valid())
+            .expect("a budget for 3 replicas");
+        let spec = pdb.spec.expect("spec");
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(spec.min_available, None);
+        let autoscaled = service("a")
+            .with_target_rps(10.0)
+            .with_max_replicas(1)
+            .valid();
+        assert_eq!(build_disruption_budget(&autoscaled), None);
+    }
+
+    #[test]
+    fn an_explicit_disruption_budget_is_used_as_given() {
+        let v = service("a")
+            .with_replicas(1)
+            .with_disruption(DisruptionSpec {
+                min_available: Some(IntOrString::String("50%".into())),
+                max_unavailable: None,
+            })
+            .valid();
+        let spec = build_disruption_budget(&v)
+            .expect("budget")
+            .spec
+            .expect("spec");
+        assert_eq!(spec.min_available, Some(IntOrString::String("50%".into())));
+        assert_eq!(spec.max_unavailable, None);
+    }
+
+    #[test]
+    fn the_service_exposes_the_port_by_name_to_the_pods() {
+        let v = service("users").valid();
+        let s = build_service(&v).spec.expect("spec");
+        let port = &s.ports.expect("ports")[0];
+        assert_eq!(port.port, 8080);
+        assert_eq!(port.target_port, Some(IntOrString::String("http".into())));
+        assert_eq!(s.selector, Some(selector_labels(&v)));
+        assert_eq!(
+            selector_string(&v),
+            "app.kubernetes.io/instance=users,app.kubernetes.io/name=users"
+        );
+    }
+}

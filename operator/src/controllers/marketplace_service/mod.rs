@@ -13,6 +13,8 @@ mod apply;
 pub mod autoscaler;
 pub mod build;
 mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod status;
 pub mod validate;
 
@@ -113,6 +115,14 @@ async fn reconcile(obj: Arc<Guarded>, state: Arc<State>) -> Result<Action, Error
         return Ok(Action::await_change());
     };
     let key = key_of(&ns, &name);
+    if msvc.metadata.deletion_timestamp.is_some() {
+        // Being deleted (in the foreground, or held by another finalizer): its children go
+        // with it by owner reference. Applying them again would re-create what the garbage
+        // collector just removed, and scaling on would fight the deletion.
+        state.autoscalers.stop(&ns, &name);
+        ctx.succeeded(&key);
+        return Ok(Action::await_change());
+    }
 
     // observe
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);

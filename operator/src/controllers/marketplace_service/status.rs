@@ -250,3 +250,161 @@ impl Owned {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scaling::{Explanation, Mode};
+
+    fn snapshot(limit: Option<Limit>, error: Option<&str>, any_metric: bool) -> Snapshot {
+        let mut explanation = Explanation::new(3, 3);
+        explanation.limit = limit.map(|l| (l, 12));
+        if !any_metric {
+            explanation.hold = Some(Hold::AllMetricsMissing);
+        }
+        Snapshot {
+            ticks: 4,
+            last: Some(crate::scaling::Decision {
+                desired: 10,
+                mode: Mode::Limited,
+                explanation,
+            }),
+            metrics_error: error.map(str::to_owned),
+            any_metric,
+        }
+    }
+
+    fn find<'a>(cs: &'a [Computed], t: &str) -> &'a Computed {
+        cs.iter().find(|c| c.type_ == t).expect("condition present")
+    }
+
+    #[test]
+    fn ready_means_every_desired_replica_is_updated_and_ready() {
+        let r = |desired, ready, updated| Replicas {
+            desired,
+            current: desired,
+            ready,
+            updated,
+        };
+        let valid = Spec::Valid { autoscaled: true };
+        assert_eq!(ready_condition(Some(r(3, 3, 3)), &valid).status, TRUE);
+        let starting = ready_condition(Some(r(3, 2, 3)), &valid);
+        assert_eq!(
+            (starting.status, starting.reason),
+            (FALSE, r::REPLICAS_STARTING)
+        );
+        assert_eq!(starting.message, "2/3 replicas ready");
+        assert_eq!(
+            ready_condition(Some(r(0, 0, 0)), &valid).reason,
+            r::SCALED_TO_ZERO
+        );
+        assert_eq!(ready_condition(None, &valid).reason, r::DEPLOYMENT_MISSING);
+    }
+
+    #[test]
+    fn an_invalid_spec_is_not_ready_whatever_the_pods_say() {
+        let c = ready_condition(
+            Some(Replicas::default()),
+            &Spec::Invalid("spec.scaling.minReplicas: must be at least 1"),
+        );
+        assert_eq!((c.status, c.reason), (FALSE, r::INVALID_SPEC));
+        assert!(c.message.contains("spec.scaling.minReplicas"));
+    }
+
+    #[test]
+    fn a_rate_limited_decision_sets_scaling_limited_with_its_reason() {
+        let cs = scaling_conditions(Some(&snapshot(Some(Limit::ScaleUpRate), None, true)));
+        let limited = find(&cs, t::SCALING_LIMITED);
+        assert_eq!(
+            (limited.status, limited.reason),
+            (TRUE, r::SCALE_UP_LIMITED)
+        );
+        assert!(
+            limited.message.contains("scale-up rate policy"),
+            "{}",
+            limited.message
+        );
+        assert_eq!(find(&cs, t::SCALING_ACTIVE).status, TRUE);
+        assert_eq!(find(&cs, t::METRICS_AVAILABLE).status, TRUE);
+    }
+
+    #[test]
+    fn missing_metrics_say_why_and_deactivate_scaling() {
+        let cs = scaling_conditions(Some(&snapshot(
+            None,
+            Some("Prometheus has no samples"),
+            false,
+        )));
+        let metrics = find(&cs, t::METRICS_AVAILABLE);
+        assert_eq!(
+            (metrics.status, metrics.reason),
+            (FALSE, r::METRICS_UNAVAILABLE)
+        );
+        assert!(metrics.message.contains("no samples"));
+        let active = find(&cs, t::SCALING_ACTIVE);
+        assert_eq!(
+            (active.status, active.reason),
+            (FALSE, r::FAILED_GET_METRICS)
+        );
+        assert!(active.message.contains("never scaled down"));
+        assert_eq!(find(&cs, t::SCALING_LIMITED).status, FALSE);
+    }
+
+    #[test]
+    fn before_the_first_tick_every_scaling_condition_is_unknown() {
+        for c in scaling_conditions(None) {
+            assert_eq!((c.status, c.reason), (UNKNOWN, r::AWAITING_FIRST_DECISION));
+        }
+    }
+
+    #[test]
+    fn an_unchanged_status_is_not_written_again() {
+        let computed = [Computed::new(
+            t::READY,
+            TRUE,
+            r::REPLICAS_READY,
+            "2/2 replicas ready",
+        )];
+        let d = Replicas {
+            desired: 2,
+            current: 2,
+            ready: 2,
+            updated: 2,
+        };
+        let owned = Owned::build(
+            None,
+            Some(3),
+            Some(d),
+            Some("a=b".into()),
+            None,
+            &computed,
+            &crate::controllers::clock::time_at(1.0),
+        );
+        let written: MarketplaceServiceStatus =
+            serde_json::from_value(owned.patch()["status"].clone()).expect("a status");
+        let again = Owned::build(
+            Some(&written),
+            Some(3),
+            Some(d),
+            Some("a=b".into()),
+            None,
+            &computed,
+            &crate::controllers::clock::time_at(99.0),
+        );
+        assert!(again.is_current(Some(&written)));
+        assert_eq!(
+            again.conditions[0].last_transition_time,
+            written.conditions[0].last_transition_time
+        );
+        let newer = Owned::build(
+            Some(&written),
+            Some(4),
+            Some(d),
+            Some("a=b".into()),
+            None,
+            &computed,
+            &crate::controllers::clock::time_at(99.0),
+        );
+        assert!(!newer.is_current(Some(&written)));
+    }
+}
