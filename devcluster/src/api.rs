@@ -349,6 +349,13 @@ pub fn create(
     }
     let stored = st.store.put(&gr, obj);
     after_write(st, info, &stored);
+    if crate::gc::orphaned(st, &stored) {
+        // Created for an owner that is already gone (a controller racing the cascade): a
+        // real garbage collector removes it moments later; this one does it at once. The
+        // client still sees its create succeed, and watchers an ADDED then a DELETED.
+        let name = meta_str(&stored, "name").unwrap_or_default().to_string();
+        crate::gc::remove_now(st, &gr, ns, &name, crate::gc::Propagation::Background);
+    }
     Ok(stored)
 }
 

@@ -197,6 +197,31 @@ pub fn release_foreground(st: &mut State, gr: &GroupResource, ns: &str, name: &s
     }
 }
 
+/// Whether an object names owners and none of them exists (by uid): the garbage collector's
+/// test for an orphan to delete.
+pub fn orphaned(st: &State, obj: &Value) -> bool {
+    let refs: Vec<&Value> = meta(obj)
+        .and_then(|m| m.get("ownerReferences"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    if refs.is_empty() {
+        return false;
+    }
+    let owners = owners_of(st, obj);
+    // Owners of kinds this server does not serve are left alone, as the real collector
+    // waits for discovery before it decides.
+    if owners.len() != refs.len() {
+        return false;
+    }
+    !refs.iter().zip(&owners).any(|(r, (gr, ns, name))| {
+        let uid = r.get("uid").and_then(Value::as_str);
+        st.store
+            .get(gr, ns, name)
+            .is_some_and(|o| meta_str(&o, "uid") == uid)
+    })
+}
+
 /// The owners an object names, as stored keys (owners live in its namespace or cluster-wide).
 fn owners_of(st: &State, obj: &Value) -> Vec<(GroupResource, String, String)> {
     let ns = meta_str(obj, "namespace").unwrap_or_default();

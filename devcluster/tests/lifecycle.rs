@@ -188,6 +188,45 @@ async fn owner_deletion_cascades_and_orphan_keeps_dependents() {
 }
 
 #[tokio::test]
+async fn a_child_created_after_its_owner_is_gone_is_collected() {
+    let (cluster, client) = start().await;
+    namespace(&client, "late").await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "late");
+    let owner = api
+        .create(&PostParams::default(), &cm("owner", &[]))
+        .await
+        .unwrap();
+    let owner_ref = json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+        "uid": owner.metadata.uid.clone().unwrap()});
+    api.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    // A controller that read the owner before its deletion applies a child afterwards.
+    let mut late = cm("late-child", &[]);
+    late.metadata.owner_references = Some(vec![serde_json::from_value(owner_ref.clone()).unwrap()]);
+    api.create(&PostParams::default(), &late).await.unwrap();
+    assert!(
+        api.get_opt("late-child").await.unwrap().is_none(),
+        "a child of a deleted owner is garbage"
+    );
+    // A new owner of the same name is another object: the old uid still names nobody.
+    api.create(&PostParams::default(), &cm("owner", &[]))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &late).await.unwrap();
+    assert!(api.get_opt("late-child").await.unwrap().is_none());
+    // A child of a live owner stays.
+    let live = api.get("owner").await.unwrap();
+    let mut kept = cm("kept-child", &[]);
+    kept.metadata.owner_references = Some(vec![serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": live.metadata.uid.unwrap()
+    })).unwrap()]);
+    api.create(&PostParams::default(), &kept).await.unwrap();
+    assert!(api.get_opt("kept-child").await.unwrap().is_some());
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
 async fn namespace_deletion_removes_its_contents() {
     let (cluster, client) = start().await;
     namespace(&client, "doomed").await;

@@ -147,6 +147,43 @@ impl Context {
     }
 }
 
+/// The backoff of the controllers' watches. kube-runtime shares one among all of a
+/// controller's watches; after an API server compaction each of them reports its 410 in turn,
+/// and client-go's default (0.8 s, doubling) would stall the controller for 8–20 s before
+/// the last one relists. This one starts at 100 ms and stops growing at 5 s, still kind to an
+/// API server that is really struggling.
+#[derive(Clone, Debug)]
+pub struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 #[derive(Default)]
 struct Backoff {
     failures: Mutex<HashMap<String, u32>>,
@@ -187,6 +224,16 @@ fn unit_noise(key: &str, attempt: u32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watch_backoff_starts_small_and_stops_at_five_seconds() {
+        use kube::runtime::utils::Backoff as _;
+        let mut b = WatchBackoff::default();
+        let first: Vec<u128> = b.by_ref().take(8).map(|d| d.as_millis()).collect();
+        assert_eq!(first, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_millis(100)));
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_resets_on_success() {

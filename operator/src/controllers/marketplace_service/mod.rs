@@ -40,7 +40,7 @@ pub use self::error::Error;
 use self::status::{Owned, Replicas, Spec};
 use self::validate::{Invalid, Validated, validate};
 use super::clock::time_at;
-use super::{Context, FIELD_MANAGER};
+use super::{Context, FIELD_MANAGER, WatchBackoff};
 
 /// The controller's name in metrics and logs.
 pub const CONTROLLER: &str = "marketplaceservice";
@@ -73,6 +73,7 @@ pub async fn run(
         .owns(Api::<Service>::all(client.clone()), ours.clone())
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours)
         .reconcile_on(triggered)
+        .trigger_backoff(WatchBackoff::default())
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         .graceful_shutdown_on(shutdown);
     let state = Arc::new(State {
