@@ -153,7 +153,7 @@ impl DevCluster {
         if let Some(workloads) = config.workloads {
             // Through the HTTP API like any controller, so they see what clients see (bar
             // injected faults, unless `FaultConfig::workloads` asks for them).
-            let client = cluster.workload_client()?;
+            let client = cluster.spared_client()?;
             cluster.workloads = Some(workloads::spawn_with_births(
                 client,
                 workloads,
@@ -189,8 +189,9 @@ impl DevCluster {
         Ok(kube::Config::new(uri))
     }
 
-    /// The simulated workloads' client: marked so fault injection can spare it.
-    fn workload_client(&self) -> Result<kube::Client, Error> {
+    /// A client that fault injection spares: the simulated workloads', and that of a harness
+    /// or simulation that observes the cluster without being the thing under test.
+    pub fn spared_client(&self) -> Result<kube::Client, Error> {
         let mut config = self.kube_config()?;
         if let Some(f) = &self.shared.faults {
             config.headers.push((

@@ -529,8 +529,11 @@ pub struct MarketplaceServiceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub current_metrics: Vec<MetricStatus>,
 
-    /// Standard conditions: `Ready` (the service's pods serve), `Scaling` (the autoscaler can
-    /// read metrics and decide), `Valid` (the spec passed validation).
+    /// Standard conditions: `Ready` (every desired replica is updated and ready; reason
+    /// `InvalidSpec`, with the fields named, when the spec fails validation), `ScalingActive`
+    /// (the autoscaler reads metrics and decides; `ScalingDisabled` without `scaling`),
+    /// `MetricsAvailable` (every metric was read on the last poll) and `ScalingLimited`
+    /// (minReplicas, maxReplicas or a rate policy cut the last decision).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 

@@ -70,7 +70,9 @@ impl Clock {
     }
 }
 
-fn unix_now() -> f64 {
+/// Wall-clock time in seconds since the Unix epoch (for Kubernetes timestamps, which are
+/// wall-clock whatever the controllers' clock says).
+pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())

@@ -204,6 +204,18 @@ impl Backoff {
     }
 }
 
+/// An error and its causes on one line, for logs, Events and conditions.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// A number in [0, 1) that differs between objects, attempts and processes.
 fn unit_noise(key: &str, attempt: u32) -> f64 {
     let nanos = std::time::SystemTime::now()

@@ -314,12 +314,6 @@ impl Drop for Deployments {
     }
 }
 
-fn wall_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 fn clock_text(seconds: f64) -> String {
     let s = seconds.max(0.0) as u64;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
@@ -368,7 +362,7 @@ pub async fn run(args: DevArgs) -> Result<Outcome, DevError> {
     // The operator talks to the API server through the faults (when asked); the
     // simulation's own bookkeeping goes around them.
     let client = cluster.client().map_err(DevError::Cluster)?;
-    let clock = Clock::scaled(wall_now(), args.speed);
+    let clock = Clock::scaled(crate::controllers::clock::unix_now(), args.speed);
     let metrics = Arc::new(SimulatedMetrics::new(clock, SCRAPE_SECONDS, &loads));
     let telemetry = Arc::new(Telemetry::new());
     let ctx = Arc::new(Context::new(
@@ -390,7 +384,10 @@ pub async fn run(args: DevArgs) -> Result<Outcome, DevError> {
     let namespace = loads
         .first()
         .map_or_else(|| "marketplace".to_owned(), |l| l.namespace.clone());
-    let deployments = Deployments::watch(cluster.client().map_err(DevError::Cluster)?, &namespace);
+    let deployments = Deployments::watch(
+        cluster.spared_client().map_err(DevError::Cluster)?,
+        &namespace,
+    );
 
     let world = World {
         clock,

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use super::validate::Scaling;
 use crate::controllers::clock::time_at;
-use crate::controllers::{AUTOSCALER_MANAGER, Context};
+use crate::controllers::{AUTOSCALER_MANAGER, Context, error_chain};
 use crate::metrics::ServiceRef;
 use crate::scaling::{Decision, Engine, Limit, MetricReading, Mode, Observation};
 
@@ -553,17 +553,6 @@ pub async fn clear_status(ctx: &Context, namespace: &str, name: &str) -> Result<
 
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 fn truncate(mut s: String, max: usize) -> String {

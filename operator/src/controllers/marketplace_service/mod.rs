@@ -39,8 +39,8 @@ use self::build::{MANAGED_BY_LABEL, Peer};
 pub use self::error::Error;
 use self::status::{Owned, Replicas, Spec};
 use self::validate::{Invalid, Validated, validate};
-use super::clock::time_at;
-use super::{Context, FIELD_MANAGER, WatchBackoff};
+use super::clock::{time_at, unix_now};
+use super::{Context, FIELD_MANAGER, WatchBackoff, error_chain};
 
 /// The controller's name in metrics and logs.
 pub const CONTROLLER: &str = "marketplaceservice";
@@ -212,7 +212,7 @@ async fn reconcile(obj: Arc<Guarded>, state: Arc<State>) -> Result<Action, Error
         Some(build::selector_string(&v)),
         v.scaling.is_none().then_some(v.replicas),
         &computed,
-        &time_at(wall_now()),
+        &time_at(unix_now()),
     );
     write_status(ctx, &ns, &name, &owned, previous).await?;
     ctx.succeeded(&key);
@@ -258,7 +258,7 @@ async fn reject(
         previous.and_then(|s| s.selector.clone()),
         None,
         &computed,
-        &time_at(wall_now()),
+        &time_at(unix_now()),
     );
     write_status(ctx, ns, name, &owned, previous).await?;
     if !was_reported {
@@ -367,23 +367,6 @@ fn error_policy(obj: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {
         });
     }
     Action::requeue(delay)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
-
-fn wall_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The object reference a trigger sends for a service.
