@@ -81,6 +81,11 @@ pub struct Context {
     pub telemetry: Arc<Telemetry>,
     pub metrics: Arc<dyn ReadMetrics>,
     pub settings: Settings,
+    /// Permits for the autoscalers' API writes. Every autoscaler ticks on the same grid; with
+    /// 10,000 services, unbounded they would open thousands of connections at once and
+    /// overflow the API server's accept queue, and the tail of them would wait on TCP's
+    /// retransmission timers.
+    pub autoscaler_writes: tokio::sync::Semaphore,
     backoff: Backoff,
 }
 
@@ -91,6 +96,11 @@ pub struct Settings {
     pub resync: Duration,
     /// Reconciles running at once, per controller.
     pub concurrency: u16,
+    /// How long a reconcile waits for more triggers of the same object: creating a service's
+    /// three children raises three watch events, which this folds into one reconcile.
+    pub debounce: Duration,
+    /// API writes (replica patches, status writes) the autoscalers make at once, together.
+    pub autoscaler_writes: usize,
     /// First retry delay after a transient error; doubles per failure up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
@@ -101,6 +111,8 @@ impl Default for Settings {
         Self {
             resync: Duration::from_secs(300),
             concurrency: 32,
+            debounce: Duration::from_millis(500),
+            autoscaler_writes: 32,
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(300),
         }
@@ -125,6 +137,7 @@ impl Context {
             clock,
             telemetry,
             metrics,
+            autoscaler_writes: tokio::sync::Semaphore::new(settings.autoscaler_writes.max(1)),
             settings,
             backoff: Backoff::default(),
         }

@@ -47,7 +47,8 @@ pub async fn apply(
     let ssa = PatchParams::apply(FIELD_MANAGER).force();
 
     // An autoscaled Deployment's replicas belong to the autoscaler's field manager. When the
-    // service just gained its scaling block, the autoscaler takes the field over first,
+    // service just gained its scaling block (the reconcile owned the field until now), the
+    // autoscaler takes the field over first,
     // with the count running now: were the reconcile to drop the field before anyone else
     // owned it, the API server would reset it to 1 and kill the pods above.
     let adopt = |replicas: u32| {
@@ -59,10 +60,9 @@ pub async fn apply(
         })
     };
     let autoscaler_ssa = PatchParams::apply(AUTOSCALER_MANAGER).force();
-    let mut adopted = false;
     if autoscaled
         && let Some(d) = existing
-        && !owns_replicas(d, AUTOSCALER_MANAGER)
+        && owns_replicas(d, FIELD_MANAGER)
     {
         let running = d.spec.replicas.unwrap_or(1);
         let replicas = u32::try_from(running).unwrap_or(0).max(min_replicas);
@@ -73,27 +73,17 @@ pub async fn apply(
                 name: name.clone(),
                 source,
             })?;
-        adopted = true;
     }
 
-    let mut deployment = deployments
+    let deployment = deployments
         .patch(&name, &ssa, &Patch::Apply(&children.deployment))
         .await
         .map_err(|source| Error::ApplyDeployment {
             name: name.clone(),
             source,
         })?;
-    if autoscaled && existing.is_none() && !adopted {
-        // A new autoscaled Deployment starts at minReplicas; the autoscaler takes it on from
-        // there at its first tick.
-        deployment = deployments
-            .patch(&name, &autoscaler_ssa, &Patch::Apply(adopt(min_replicas)))
-            .await
-            .map_err(|source| Error::AdoptReplicas {
-                name: name.clone(),
-                source,
-            })?;
-    }
+    // A new autoscaled Deployment starts at the API server's default of one replica; the
+    // autoscaler raises it to minReplicas at its first tick (a write fewer per service).
 
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     services

@@ -432,6 +432,8 @@ impl Task {
     }
 
     async fn apply_replicas(&self, replicas: u32) -> Result<(), kube::Error> {
+        // A closed semaphore would mean the context is gone; write anyway rather than stall.
+        let _permit = self.ctx.autoscaler_writes.acquire().await.ok();
         let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let patch = json!({
             "apiVersion": "apps/v1",
@@ -523,6 +525,7 @@ impl Task {
             "kind": "MarketplaceService",
             "status": status,
         });
+        let _permit = self.ctx.autoscaler_writes.acquire().await.ok();
         api.patch_status(
             &self.name,
             &PatchParams::apply(AUTOSCALER_MANAGER).force(),

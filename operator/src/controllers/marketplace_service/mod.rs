@@ -29,9 +29,9 @@ use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
-use kube::{Api, Resource};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
+use kube::{Api, Resource, ResourceExt};
 use marketplace_crds::v1alpha1::MarketplaceService;
 
 pub use self::autoscaler::{Autoscalers, Observed, Services, Snapshot, Trigger};
@@ -63,18 +63,35 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let services: Api<Guarded> = Api::all(client.clone());
+    // The services as the reconciles read them: without managedFields (a third of a
+    // stored object, and never read here), and triggering a reconcile only when the spec
+    // changed (a new generation), not on every status write, ours included. Children's
+    // changes and the autoscalers' requests trigger the rest.
+    let (reader, writer) = reflector::store();
+    let services = watcher(
+        Api::<Guarded>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .backoff(WatchBackoff::default())
+    .modify(|o| o.managed_fields_mut().clear())
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
     // Only our children: at scale, watching every Deployment of the cluster would cost
     // memory for objects this controller never reads.
     let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
     let (trigger, triggered) = futures::channel::mpsc::unbounded();
-    let controller = Controller::new(services, watcher::Config::default())
+    let controller = Controller::for_stream(services, reader)
         .owns(Api::<Deployment>::all(client.clone()), ours.clone())
         .owns(Api::<Service>::all(client.clone()), ours.clone())
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours)
         .reconcile_on(triggered)
         .trigger_backoff(WatchBackoff::default())
-        .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(ctx.settings.concurrency)
+                .debounce(ctx.settings.debounce),
+        )
         .graceful_shutdown_on(shutdown);
     let state = Arc::new(State {
         ctx,
