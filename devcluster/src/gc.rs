@@ -218,7 +218,7 @@ pub fn orphaned(st: &State, obj: &Value) -> bool {
         let uid = r.get("uid").and_then(Value::as_str);
         st.store
             .get(gr, ns, name)
-            .is_some_and(|o| meta_str(&o, "uid") == uid)
+            .is_some_and(|o| meta_str(o, "uid") == uid)
     })
 }
 
