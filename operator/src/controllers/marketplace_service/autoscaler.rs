@@ -254,7 +254,7 @@ impl Task {
         };
         tracing::info!(namespace = %self.namespace, name = %self.name, "autoscaler started");
         let clock = self.ctx.clock;
-        self.backfill(&mut engine, &scaling.metrics).await;
+        Box::pin(self.backfill(&mut engine, &scaling.metrics)).await;
         // Replicas the task applied and the Deployment has not shown yet.
         let mut pending: Option<u32> = None;
         let mut written: Option<Written> = None;
@@ -315,13 +315,19 @@ impl Task {
             });
             self.ctx.telemetry.decision(mode_name(decision.mode));
             if decision.desired != current {
-                match self.apply_replicas(decision.desired).await {
+                // The permit is taken before the request is built: a task waiting for one
+                // holds a few bytes, not a request in flight. (A closed semaphore would mean
+                // the context is gone; write anyway rather than stall.)
+                let permit = self.ctx.autoscaler_writes.acquire().await.ok();
+                let applied = Box::pin(self.apply_replicas(decision.desired)).await;
+                drop(permit);
+                match applied {
                     Ok(()) => {
                         pending = Some(decision.desired);
                         self.ctx
                             .telemetry
                             .scale_latency(read_at.elapsed().as_secs_f64());
-                        self.record(now, current, &decision).await;
+                        Box::pin(self.record(now, current, &decision)).await;
                     }
                     Err(e) if is_not_found(&e) => {
                         // The Deployment is gone: the service was deleted (the reconcile will
@@ -357,7 +363,7 @@ impl Task {
                 (flipped, news)
             };
             if let Some((type_, reason, note)) = metrics_news {
-                self.publish(type_, reason, "ReadMetrics", note).await;
+                Box::pin(self.publish(type_, reason, "ReadMetrics", note)).await;
             }
             if flipped {
                 let _ = self
@@ -372,10 +378,14 @@ impl Task {
                 decisions: self.decisions.len(),
             };
             if written.as_ref() != Some(&now_written) {
-                match self
-                    .write_status(&scaling.metrics, &readings, &decision, key_metric)
-                    .await
-                {
+                // Boxed, as the other API calls: a task's future is as large as the largest
+                // thing it awaits, and 10,000 sleeping tasks would each carry that size.
+                let permit = self.ctx.autoscaler_writes.acquire().await.ok();
+                let wrote =
+                    Box::pin(self.write_status(&scaling.metrics, &readings, &decision, key_metric))
+                        .await;
+                drop(permit);
+                match wrote {
                     Ok(()) => written = Some(now_written),
                     Err(e) if is_not_found(&e) => {
                         if !self.alive() {
@@ -432,8 +442,6 @@ impl Task {
     }
 
     async fn apply_replicas(&self, replicas: u32) -> Result<(), kube::Error> {
-        // A closed semaphore would mean the context is gone; write anyway rather than stall.
-        let _permit = self.ctx.autoscaler_writes.acquire().await.ok();
         let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let patch = json!({
             "apiVersion": "apps/v1",
@@ -525,7 +533,6 @@ impl Task {
             "kind": "MarketplaceService",
             "status": status,
         });
-        let _permit = self.ctx.autoscaler_writes.acquire().await.ok();
         api.patch_status(
             &self.name,
             &PatchParams::apply(AUTOSCALER_MANAGER).force(),
