@@ -1197,3 +1197,77 @@ async fn a_service_created_after_an_api_server_compaction_is_reconciled_within_s
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_service_that_gains_scaling_keeps_its_replicas_while_the_autoscaler_takes_over() {
+    let c = start(SPEED, None).await;
+    let readings = Arc::new(Readings::default());
+    // Four pods at the target: the HPA arithmetic asks for exactly four.
+    readings.set(
+        "catalog",
+        MetricType::RequestsPerSecond,
+        MetricReading::average(10.0, 4),
+    );
+    let _operator = Operator::start(&c, readings.clone());
+    let api = services(&c.client);
+    api.create(
+        &PostParams::default(),
+        &service(
+            "catalog",
+            json!({"domain": "catalog", "image": "registry.example/catalog:1.0", "replicas": 4}),
+        ),
+    )
+    .await
+    .expect("the service is created");
+    ready_with(&c, "catalog", 4).await;
+
+    api.patch(
+        "catalog",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": null, "scaling": {
+            "minReplicas": 1, "maxReplicas": 10, "pollIntervalSeconds": 15,
+            "metrics": [{"type": "RequestsPerSecond", "target": 10}]}}})),
+    )
+    .await
+    .expect("the scaling block is accepted");
+
+    // Had the reconcile dropped `replicas` before the autoscaler owned it, the API server would
+    // have reset it to 1 and the Deployment would have killed three pods.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut seen = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        let d = get_deployment(&c, "catalog").await.expect("the Deployment");
+        seen.push(replicas_of(&d).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        seen.iter().all(|&r| r == 4),
+        "replicas moved while the autoscaler took over: {seen:?}"
+    );
+    let d = get_deployment(&c, "catalog").await.expect("the Deployment");
+    let owners: Vec<String> = d
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
+        })
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert_eq!(owners, ["marketplace-operator-autoscaler"]);
+    eventually(
+        "the autoscaler's first decision in status",
+        WAIT,
+        || async {
+            let m = api.get("catalog").await.map_err(text)?;
+            match m.status.and_then(|s| s.mode) {
+                Some(mode) => Ok(mode),
+                None => Err("no mode yet".to_owned()),
+            }
+        },
+    )
+    .await;
+}
