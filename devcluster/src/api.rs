@@ -349,6 +349,11 @@ pub fn create(
     }
     let stored = st.store.put(&gr, obj);
     after_write(st, info, &stored);
+    if info.group.is_empty() && info.plural == "namespaces" {
+        // kube-controller-manager fills a new namespace moments later; doing it in the
+        // same write means a client listing right after its create already sees them.
+        crate::bootstrap::seed_namespace(st, &name);
+    }
     if crate::gc::orphaned(st, &stored) {
         // Created for an owner that is already gone (a controller racing the cascade): a
         // real garbage collector removes it moments later; this one does it at once. The

@@ -11,6 +11,7 @@
 //! ```
 
 mod api;
+mod bootstrap;
 mod builtin;
 mod crd;
 mod discovery;
@@ -133,6 +134,7 @@ impl DevCluster {
         };
         let births = state.pod_births.clone();
         seed_namespaces(&mut state);
+        bootstrap::seed_cluster(&mut state);
         let injector = config.faults.as_ref().map(faults::Injector::new);
         if let Some(f) = &config.faults {
             tracing::info!(rate = f.rate, seed = f.seed, mix = ?f.mix, "fault injection on");
@@ -306,6 +308,8 @@ impl Drop for DevCluster {
     }
 }
 
+/// The namespaces a real cluster starts with (each gets its `default` ServiceAccount and
+/// `kube-root-ca.crt` as any new namespace does, in `api::create`).
 fn seed_namespaces(state: &mut State) {
     let Some(info) = state.registry.find("", "v1", "namespaces") else {
         return;

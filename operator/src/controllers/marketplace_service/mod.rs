@@ -319,12 +319,15 @@ async fn write_status(
 /// Each peer's address: the MarketplaceService of that domain in the same namespace, or
 /// the conventional name until it exists.
 fn resolve_peers(services: &Services, v: &Validated) -> Vec<Peer> {
+    if v.depends_on.is_empty() {
+        return Vec::new();
+    }
+    // One snapshot of the store per reconcile, not one per peer.
+    let all = services.state();
     v.depends_on
         .iter()
         .map(|domain| {
-            services
-                .state()
-                .iter()
+            all.iter()
                 .filter_map(|o| o.0.as_ref().ok())
                 .find(|m| {
                     m.metadata.namespace.as_deref() == Some(v.namespace.as_str())
