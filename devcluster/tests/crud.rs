@@ -151,7 +151,8 @@ async fn list_filters_by_selectors_and_pages_with_continue() {
                 .await
                 .unwrap()
         ),
-        ["c4"]
+        // Every namespace has kube-root-ca.crt, unlabelled, as on a real cluster.
+        ["c4", "kube-root-ca.crt"]
     );
     assert_eq!(
         names(
@@ -159,7 +160,7 @@ async fn list_filters_by_selectors_and_pages_with_continue() {
                 .await
                 .unwrap()
         ),
-        ["c0", "c1", "c3"]
+        ["c0", "c1", "c3", "kube-root-ca.crt"]
     );
     assert_eq!(
         names(
@@ -180,7 +181,7 @@ async fn list_filters_by_selectors_and_pages_with_continue() {
         .list(&ListParams::default().fields("metadata.namespace=two"))
         .await
         .unwrap();
-    assert_eq!(names(only_two), ["other"]);
+    assert_eq!(names(only_two), ["kube-root-ca.crt", "other"]);
 
     let mut seen = vec![];
     let mut lp = ListParams::default().limit(2);
@@ -194,7 +195,7 @@ async fn list_filters_by_selectors_and_pages_with_continue() {
             _ => break,
         }
     }
-    assert_eq!(seen, ["c0", "c1", "c2", "c3", "c4"]);
+    assert_eq!(seen, ["c0", "c1", "c2", "c3", "c4", "kube-root-ca.crt"]);
     assert_eq!(
         status(one.list(&ListParams::default().labels("env in prod")).await).code,
         400

@@ -92,9 +92,10 @@ async fn ensure_namespace(client: &Client, name: &str) {
     retry("namespace create", already_exists, || api.create(&pp, &ns)).await;
 }
 
+/// The test's items (labelled `index`), not the namespace's kube-root-ca.crt.
 async fn list_with_retry(api: &Api<ConfigMap>) -> Vec<ConfigMap> {
     for _ in 0..200 {
-        if let Ok(list) = api.list(&ListParams::default()).await {
+        if let Ok(list) = api.list(&ListParams::default().labels("index")).await {
             return list.items;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -375,10 +376,13 @@ async fn a_watcher_sees_every_object_despite_cut_streams() {
     ensure_namespace(&client, "watched").await;
     let watched: Api<ConfigMap> = Api::namespaced(client.clone(), "watched");
     let (reader, writer) = reflector::store::<ConfigMap>();
-    let stream = watcher(watched, watcher::Config::default().timeout(2))
-        .backoff(Quick)
-        .reflect(writer)
-        .applied_objects();
+    let stream = watcher(
+        watched,
+        watcher::Config::default().labels("index").timeout(2),
+    )
+    .backoff(Quick)
+    .reflect(writer)
+    .applied_objects();
     let watching = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while stream.next().await.is_some() {}

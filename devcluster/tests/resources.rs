@@ -74,8 +74,9 @@ async fn crd_objects_are_validated_with_field_causes_and_defaulted() {
     );
     assert_eq!(
         cluster.object_count(),
-        4 + 1 + 1 + 1,
-        "4 seed namespaces, v, the CRD and one widget"
+        4 * 3 + 1 + 4 + 3 + 1 + 1,
+        "4 seed namespaces with their default ServiceAccount and kube-root-ca.crt, the \
+         kubernetes Service, 4 default ClusterRoles, v with its two, the CRD and one widget"
     );
     cluster.shutdown().await;
 }

@@ -155,14 +155,15 @@ async fn kube_runtime_watcher_relists_after_410() {
             watcher::Event::Apply(_) | watcher::Event::Delete(_) => {}
         }
     }
-    assert_eq!(names_at_init_done[0], ["first"]);
+    // kube-root-ca.crt is in every namespace, as on a real cluster.
+    assert_eq!(names_at_init_done[0], ["first", "kube-root-ca.crt"]);
     assert!(
         expired_seen,
         "the re-watch from the compacted revision got 410 Expired"
     );
     assert_eq!(
         names_at_init_done[1],
-        ["first", "second"],
+        ["first", "kube-root-ca.crt", "second"],
         "the relist sees the new object"
     );
     cluster.shutdown().await;
@@ -234,7 +235,7 @@ async fn streaming_lists_end_the_initial_events_with_a_bookmark() {
             _ => {}
         }
     }
-    assert_eq!(names, ["a", "b"]);
+    assert_eq!(names, ["a", "b", "kube-root-ca.crt"]);
     cluster.shutdown().await;
 }
 
@@ -261,7 +262,7 @@ async fn metadata_only_requests_get_partial_object_metadata() {
     assert!(list["items"][0].get("data").is_none(), "metadata only");
 
     let metas: Api<PartialObjectMeta<ConfigMap>> = Api::namespaced(client.clone(), "meta");
-    let mut events = watcher(metas, watcher::Config::default()).boxed();
+    let mut events = watcher(metas, watcher::Config::default().labels("x")).boxed();
     loop {
         let ev = tokio::time::timeout(Duration::from_secs(5), events.try_next());
         match ev.await.unwrap().unwrap().unwrap() {

@@ -96,8 +96,9 @@ pub struct Settings {
     pub resync: Duration,
     /// Reconciles running at once, per controller.
     pub concurrency: u16,
-    /// How long a reconcile waits for more triggers of the same object: creating a service's
-    /// three children raises three watch events, which this folds into one reconcile.
+    /// How long a reconcile waits for more triggers of the same object, on the controllers'
+    /// clock: creating a service's three children raises three watch events, which this
+    /// folds into one reconcile.
     pub debounce: Duration,
     /// API writes (replica patches, status writes) the autoscalers make at once, together.
     pub autoscaler_writes: usize,

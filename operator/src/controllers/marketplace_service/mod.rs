@@ -90,7 +90,9 @@ pub async fn run(
         .with_config(
             ControllerConfig::default()
                 .concurrency(ctx.settings.concurrency)
-                .debounce(ctx.settings.debounce),
+                // On the controllers' clock: at `dev`'s 200× a real half second would hold
+                // the autoscalers' view of their Deployments 100 simulated seconds behind.
+                .debounce(ctx.clock.real(ctx.settings.debounce.as_secs_f64())),
         )
         .graceful_shutdown_on(shutdown);
     let state = Arc::new(State {
