@@ -128,11 +128,11 @@ fn top(points: &Points, capacity_rps: f64) -> f64 {
 /// hours around the peak load.
 fn worst_window(results: &Results, width: usize) -> (usize, usize, &'static str) {
     let Some(first) = results.policies.first() else {
-        return (0, 0, "the start");
+        return (0, 0, "on the start");
     };
     let n = first.series.len();
     if n <= width {
-        return (0, n, "the whole trace");
+        return (0, n, "on the whole trace");
     }
     let mut under = vec![0.0; n];
     for p in results.policies.iter().filter(|p| p.name != "oracle") {
