@@ -325,11 +325,15 @@ pub async fn children(client: &Client) -> Result<Children, String> {
             .await
             .map_err(text)?
             .items,
+        // `default` holds the API server's own `kubernetes` Service, as on a real cluster.
         services: Api::<Service>::namespaced(client.clone(), NS)
             .list(&lp)
             .await
             .map_err(text)?
-            .items,
+            .items
+            .into_iter()
+            .filter(|s| s.metadata.name.as_deref() != Some("kubernetes"))
+            .collect(),
         budgets: Api::<PodDisruptionBudget>::namespaced(client.clone(), NS)
             .list(&lp)
             .await
