@@ -127,6 +127,27 @@ async fn reconcile(obj: Arc<Guarded>, state: Arc<State>) -> Result<Action, Error
             // The schema should make this impossible; an object written around it (or by a
             // newer version of the CRD) is reported, never crashed on.
             tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "cannot decode MarketplaceService");
+            let reference = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("marketplace.dev/v1alpha1".to_owned()),
+                kind: Some("MarketplaceService".to_owned()),
+                name: invalid.metadata.name.clone(),
+                namespace: invalid.metadata.namespace.clone(),
+                uid: invalid.metadata.uid.clone(),
+                ..Default::default()
+            };
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "Malformed".to_owned(),
+                note: Some(format!(
+                    "the operator cannot read this object: {}",
+                    invalid.error
+                )),
+                action: "Reconcile".to_owned(),
+                secondary: None,
+            };
+            if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+                tracing::debug!(%error, "failed to publish an Event");
+            }
             return Ok(Action::await_change());
         }
     };
