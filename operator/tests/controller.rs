@@ -1271,3 +1271,64 @@ async fn a_fixed_service_that_gains_scaling_keeps_its_replicas_while_the_autosca
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_created_after_its_caller_gives_the_caller_its_real_address() {
+    let c = start(SPEED, None).await;
+    let _operator = Operator::start(&c, Arc::new(Readings::default()));
+    let api = services(&c.client);
+    let url_of = |d: &Deployment| -> Option<String> {
+        d.spec
+            .template
+            .spec
+            .as_ref()?
+            .containers
+            .first()?
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "STOCK_URL")?
+            .value
+            .clone()
+    };
+    api.create(
+        &PostParams::default(),
+        &service(
+            "checkout",
+            json!({"domain": "checkout", "image": "registry.example/checkout:1.0",
+                   "replicas": 1, "dependsOn": ["stock"]}),
+        ),
+    )
+    .await
+    .expect("the caller is created");
+    eventually("the caller's conventional peer address", WAIT, || async {
+        let d = get_deployment(&c, "checkout").await?;
+        match url_of(&d).as_deref() {
+            Some("http://stock.default.svc.cluster.local:8080") => Ok(()),
+            other => Err(format!("STOCK_URL {other:?}")),
+        }
+    })
+    .await;
+    // At rest: its pods are ready, nothing of its own will trigger it again.
+    ready_with(&c, "checkout", 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The peer serves the `stock` domain under another name and port.
+    api.create(
+        &PostParams::default(),
+        &service(
+            "stock-v2",
+            json!({"domain": "stock", "image": "registry.example/stock:2.0",
+                   "port": 9090, "replicas": 1}),
+        ),
+    )
+    .await
+    .expect("the peer is created");
+    eventually("the caller's real peer address", WAIT, || async {
+        let d = get_deployment(&c, "checkout").await?;
+        match url_of(&d).as_deref() {
+            Some("http://stock-v2.default.svc.cluster.local:9090") => Ok(()),
+            other => Err(format!("STOCK_URL {other:?}")),
+        }
+    })
+    .await;
+}

@@ -199,6 +199,13 @@ async fn reconcile(obj: Arc<Guarded>, state: Arc<State>) -> Result<Action, Error
     )
     .await?;
     let replicas = Replicas::of(&applied.deployment);
+    if existing.is_none() {
+        // A new service: those that call its domain were given the conventional address
+        // until now; they are reconciled again to get its real one.
+        for dependent in dependents(&state.services, &v) {
+            let _ = state.trigger.unbounded_send(dependent);
+        }
+    }
 
     // autoscaler
     let mut computed = vec![status::ready_condition(
@@ -337,6 +344,21 @@ async fn write_status(
         source,
     })?;
     Ok(())
+}
+
+/// The services of the same namespace that call `v`'s domain.
+fn dependents(services: &Services, v: &Validated) -> Vec<ObjectRef<Guarded>> {
+    services
+        .state()
+        .iter()
+        .filter_map(|o| o.0.as_ref().ok())
+        .filter(|m| {
+            m.metadata.namespace.as_deref() == Some(v.namespace.as_str())
+                && m.metadata.name.as_deref() != Some(v.name.as_str())
+                && m.spec.depends_on.iter().any(|d| *d == v.domain)
+        })
+        .filter_map(|m| Some(object_ref(&v.namespace, m.metadata.name.as_deref()?)))
+        .collect()
 }
 
 /// Each peer's address: the MarketplaceService of that domain in the same namespace, or
