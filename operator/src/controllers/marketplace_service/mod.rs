@@ -355,7 +355,7 @@ fn dependents(services: &Services, v: &Validated) -> Vec<ObjectRef<Guarded>> {
         .filter(|m| {
             m.metadata.namespace.as_deref() == Some(v.namespace.as_str())
                 && m.metadata.name.as_deref() != Some(v.name.as_str())
-                && m.spec.depends_on.iter().any(|d| *d == v.domain)
+                && m.spec.depends_on.contains(&v.domain)
         })
         .filter_map(|m| Some(object_ref(&v.namespace, m.metadata.name.as_deref()?)))
         .collect()
