@@ -1277,20 +1277,7 @@ async fn a_peer_created_after_its_caller_gives_the_caller_its_real_address() {
     let c = start(SPEED, None).await;
     let _operator = Operator::start(&c, Arc::new(Readings::default()));
     let api = services(&c.client);
-    let url_of = |d: &Deployment| -> Option<String> {
-        d.spec
-            .template
-            .spec
-            .as_ref()?
-            .containers
-            .first()?
-            .env
-            .iter()
-            .flatten()
-            .find(|e| e.name == "STOCK_URL")?
-            .value
-            .clone()
-    };
+    let url_of = |d: &Deployment| env_of(d, "STOCK_URL");
     api.create(
         &PostParams::default(),
         &service(

@@ -393,6 +393,22 @@ pub fn replicas_of(d: &Deployment) -> Option<i32> {
     d.spec.replicas
 }
 
+/// The value of the first container's environment variable `name`.
+pub fn env_of(d: &Deployment, name: &str) -> Option<String> {
+    d.spec
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)?
+        .value
+        .clone()
+}
+
 pub fn image_of(d: &Deployment) -> Option<String> {
     d.spec
         .template
