@@ -62,6 +62,22 @@ async fn get_deployment(c: &Cluster, name: &str) -> Result<Deployment, String> {
 
 /// Waits until the service's status describes its current generation and says it is
 /// Ready with `replicas` pods, and returns it.
+/// Creates a service of `replicas` fixed replicas (no scaling block) named after its domain,
+/// and waits until they are ready.
+async fn create_fixed(c: &Cluster, name: &str, replicas: i32) -> MarketplaceService {
+    services(&c.client)
+        .create(
+            &PostParams::default(),
+            &service(
+                name,
+                json!({"domain": name, "image": format!("registry.example/{name}:1.0"), "replicas": replicas}),
+            ),
+        )
+        .await
+        .expect("the service is created");
+    ready_with(c, name, replicas).await
+}
+
 async fn ready_with(c: &Cluster, name: &str, replicas: i32) -> MarketplaceService {
     eventually(
         &format!("{name} to be Ready with {replicas} replicas in a current status"),
@@ -465,16 +481,7 @@ async fn kubectl_style_scale_drives_a_service_without_scaling() {
     let c = start(SPEED, None).await;
     let _operator = Operator::start(&c, Arc::new(Readings::default()));
     let api = services(&c.client);
-    api.create(
-        &PostParams::default(),
-        &service(
-            "users",
-            json!({"domain": "users", "image": "registry.example/users:1.0", "replicas": 2}),
-        ),
-    )
-    .await
-    .expect("the service is created");
-    ready_with(&c, "users", 2).await;
+    create_fixed(&c, "users", 2).await;
 
     let scale = api
         .patch_scale(
@@ -811,16 +818,7 @@ async fn an_invalid_spec_names_the_field_and_changes_no_child() {
     let c = start(SPEED, None).await;
     let _operator = Operator::start(&c, Arc::new(Readings::default()));
     let api = services(&c.client);
-    api.create(
-        &PostParams::default(),
-        &service(
-            "payments",
-            json!({"domain": "payments", "image": "registry.example/payments:1.0", "replicas": 2}),
-        ),
-    )
-    .await
-    .expect("the service is created");
-    ready_with(&c, "payments", 2).await;
+    create_fixed(&c, "payments", 2).await;
     let before = eventually("the Deployment to settle", WAIT, || async {
         let d = get_deployment(&c, "payments").await?;
         let s = d.status.clone().unwrap_or_default();
@@ -1210,16 +1208,7 @@ async fn a_fixed_service_that_gains_scaling_keeps_its_replicas_while_the_autosca
     );
     let _operator = Operator::start(&c, readings.clone());
     let api = services(&c.client);
-    api.create(
-        &PostParams::default(),
-        &service(
-            "catalog",
-            json!({"domain": "catalog", "image": "registry.example/catalog:1.0", "replicas": 4}),
-        ),
-    )
-    .await
-    .expect("the service is created");
-    ready_with(&c, "catalog", 4).await;
+    create_fixed(&c, "catalog", 4).await;
 
     api.patch(
         "catalog",

@@ -383,23 +383,14 @@ fn the_cluster_role_grants_every_call_the_operator_makes_and_nothing_else() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dev_overlay_applies_server_side_to_a_devcluster() {
-    let scratch = Scratch::new("apply-dev");
-    let kubeconfig = scratch.0.join("kubeconfig");
-    let cluster = devcluster::DevCluster::start(devcluster::Config {
-        kubeconfig: Some(kubeconfig.clone()),
-        ..devcluster::Config::default()
-    })
-    .await
-    .expect("start the devcluster");
-
-    let dir = scratch.0.clone();
-    let config = kubeconfig.clone();
-    let out = tokio::task::spawn_blocking(move || {
+/// `kubectl apply --server-side -k manifests/overlays/dev`, off the async runtime (kubectl
+/// blocks); its stdout.
+async fn apply_dev_overlay(dir: &Path, kubeconfig: &Path) -> String {
+    let (dir, kubeconfig) = (dir.to_path_buf(), kubeconfig.to_path_buf());
+    tokio::task::spawn_blocking(move || {
         kubectl(
             &dir,
-            Some(&config),
+            Some(&kubeconfig),
             &[
                 "apply",
                 "--server-side",
@@ -411,7 +402,21 @@ async fn the_dev_overlay_applies_server_side_to_a_devcluster() {
         )
     })
     .await
-    .expect("the kubectl task finishes");
+    .expect("the kubectl task finishes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_overlay_applies_server_side_to_a_devcluster() {
+    let scratch = Scratch::new("apply-dev");
+    let kubeconfig = scratch.0.join("kubeconfig");
+    let cluster = devcluster::DevCluster::start(devcluster::Config {
+        kubeconfig: Some(kubeconfig.clone()),
+        ..devcluster::Config::default()
+    })
+    .await
+    .expect("start the devcluster");
+
+    let out = apply_dev_overlay(&scratch.0, &kubeconfig).await;
     assert!(
         out.contains("deployment.apps/marketplace-operator serverside-applied"),
         "kubectl apply output: {out}"
@@ -452,22 +457,6 @@ async fn the_dev_overlay_applies_server_side_to_a_devcluster() {
     assert_eq!(role.rules.map(|r| r.len()), Some(6));
 
     // Applying again changes nothing and still succeeds (GitOps tools re-apply forever).
-    let dir = scratch.0.clone();
-    tokio::task::spawn_blocking(move || {
-        kubectl(
-            &dir,
-            Some(&kubeconfig),
-            &[
-                "apply",
-                "--server-side",
-                "--field-manager",
-                "manifests-test",
-                "-k",
-                "manifests/overlays/dev",
-            ],
-        )
-    })
-    .await
-    .expect("the second kubectl task finishes");
+    apply_dev_overlay(&scratch.0, &kubeconfig).await;
     cluster.shutdown().await;
 }
