@@ -138,11 +138,6 @@ impl Telemetry {
         self.autoscalers.dec();
     }
 
-    /// Decisions counted so far for `mode` (for tests and the dev summary).
-    pub fn decisions_for(&self, mode: &'static str) -> u64 {
-        self.decisions.get_or_create(&[("mode", mode)]).get()
-    }
-
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -192,6 +187,5 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
-        assert_eq!(t.decisions_for("ScaleUp"), 1);
     }
 }

@@ -37,7 +37,7 @@ use marketplace_crds::v1alpha1::MarketplaceService;
 pub use self::autoscaler::{Autoscalers, Observed, Services, Snapshot, Trigger};
 use self::build::{MANAGED_BY_LABEL, Peer};
 pub use self::error::Error;
-use self::status::{Owned, Replicas, Spec};
+use self::status::{Owned, Replicas};
 use self::validate::{Invalid, Validated, validate};
 use super::clock::{time_at, unix_now};
 use super::{Context, FIELD_MANAGER, WatchBackoff, error_chain};
@@ -208,12 +208,7 @@ async fn reconcile(obj: Arc<Guarded>, state: Arc<State>) -> Result<Action, Error
     }
 
     // autoscaler
-    let mut computed = vec![status::ready_condition(
-        Some(replicas),
-        &Spec::Valid {
-            autoscaled: v.scaling.is_some(),
-        },
-    )];
+    let mut computed = vec![status::ready_condition(Some(replicas), None)];
     let previous = msvc.status.as_ref();
     match &v.scaling {
         Some(scaling) => {
@@ -281,7 +276,7 @@ async fn reject(
     let previous = msvc.status.as_ref();
     let mut computed = vec![status::ready_condition(
         existing.map(Replicas::of),
-        &Spec::Invalid(&message),
+        Some(&message),
     )];
     // A running autoscaler keeps the last valid policy: a bad edit must not stop scaling.
     if msvc.spec.scaling.is_some() {

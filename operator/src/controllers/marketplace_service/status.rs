@@ -63,18 +63,11 @@ impl Replicas {
     }
 }
 
-/// How the spec stands.
-pub enum Spec<'a> {
-    Valid {
-        autoscaled: bool,
-    },
-    /// The validation errors, as a user reads them.
-    Invalid(&'a str),
-}
-
-pub fn ready_condition(deployment: Option<Replicas>, spec: &Spec<'_>) -> Computed {
-    if let Spec::Invalid(message) = spec {
-        return Computed::new(t::READY, FALSE, r::INVALID_SPEC, *message);
+/// `Ready` from the Deployment, or from the validation errors (as a user reads them) of a
+/// spec that failed validation.
+pub fn ready_condition(deployment: Option<Replicas>, invalid: Option<&str>) -> Computed {
+    if let Some(message) = invalid {
+        return Computed::new(t::READY, FALSE, r::INVALID_SPEC, message);
     }
     let Some(d) = deployment else {
         return Computed::new(
@@ -286,26 +279,26 @@ mod tests {
             ready,
             updated,
         };
-        let valid = Spec::Valid { autoscaled: true };
-        assert_eq!(ready_condition(Some(r(3, 3, 3)), &valid).status, TRUE);
-        let starting = ready_condition(Some(r(3, 2, 3)), &valid);
+        let valid = None;
+        assert_eq!(ready_condition(Some(r(3, 3, 3)), valid).status, TRUE);
+        let starting = ready_condition(Some(r(3, 2, 3)), valid);
         assert_eq!(
             (starting.status, starting.reason),
             (FALSE, r::REPLICAS_STARTING)
         );
         assert_eq!(starting.message, "2/3 replicas ready");
         assert_eq!(
-            ready_condition(Some(r(0, 0, 0)), &valid).reason,
+            ready_condition(Some(r(0, 0, 0)), valid).reason,
             r::SCALED_TO_ZERO
         );
-        assert_eq!(ready_condition(None, &valid).reason, r::DEPLOYMENT_MISSING);
+        assert_eq!(ready_condition(None, valid).reason, r::DEPLOYMENT_MISSING);
     }
 
     #[test]
     fn an_invalid_spec_is_not_ready_whatever_the_pods_say() {
         let c = ready_condition(
             Some(Replicas::default()),
-            &Spec::Invalid("spec.scaling.minReplicas: must be at least 1"),
+            Some("spec.scaling.minReplicas: must be at least 1"),
         );
         assert_eq!((c.status, c.reason), (FALSE, r::INVALID_SPEC));
         assert!(c.message.contains("spec.scaling.minReplicas"));
