@@ -16,8 +16,10 @@ use axum::routing::get;
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 
-use crate::controllers::marketplace_service::{self, Autoscalers};
-use crate::controllers::{Clock, Context, Settings, Telemetry};
+use crate::cache::ClusterDns;
+use crate::controllers::cache_tier::CacheSettings;
+use crate::controllers::marketplace_service::Autoscalers;
+use crate::controllers::{Clock, Context, Settings, Telemetry, run_all};
 use crate::metrics::{BatchedSource, DEFAULT_BATCH_MAX_AGE, PrometheusSource};
 
 /// Arguments of `marketplace-operator run`.
@@ -233,7 +235,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         let mut lost = leader.clone();
         let (stop, mut stopping) = tokio::sync::watch::channel(false);
         let autoscalers = Arc::new(Autoscalers::default());
-        let controllers = marketplace_service::run(ctx.clone(), autoscalers, async move {
+        let cache = CacheSettings::new(Arc::new(ClusterDns));
+        let controllers = run_all(ctx.clone(), autoscalers, cache, async move {
             loop {
                 if !*lost.borrow_and_update() || *stopping.borrow_and_update() {
                     return;

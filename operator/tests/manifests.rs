@@ -52,18 +52,44 @@ const REQUIRED: &[(Scope, &str, &str, &str)] = &[
         "marketplaceservices/status",
         "patch",
     ),
+    // controllers/cache_tier.rs, and the MarketplaceService controller's watch of tiers.
+    (Scope::Cluster, "marketplace.dev", "cachetiers", "list"),
+    (Scope::Cluster, "marketplace.dev", "cachetiers", "watch"),
+    (
+        Scope::Cluster,
+        "marketplace.dev",
+        "cachetiers/status",
+        "patch",
+    ),
     // Owned Deployments: watched, read (get_opt), applied by the reconcile and the
-    // autoscalers. An apply that creates the object is authorized as create as well.
+    // autoscalers; a CacheTier's deleted on a mode switch. An apply that creates the
+    // object is authorized as create as well.
     (Scope::Cluster, "apps", "deployments", "get"),
     (Scope::Cluster, "apps", "deployments", "list"),
     (Scope::Cluster, "apps", "deployments", "watch"),
     (Scope::Cluster, "apps", "deployments", "create"),
     (Scope::Cluster, "apps", "deployments", "patch"),
-    // Owned Services: watched and applied.
+    (Scope::Cluster, "apps", "deployments", "delete"),
+    // A PrimaryReplica CacheTier's StatefulSet.
+    (Scope::Cluster, "apps", "statefulsets", "list"),
+    (Scope::Cluster, "apps", "statefulsets", "watch"),
+    (Scope::Cluster, "apps", "statefulsets", "create"),
+    (Scope::Cluster, "apps", "statefulsets", "patch"),
+    (Scope::Cluster, "apps", "statefulsets", "delete"),
+    // Owned Services: watched and applied; a CacheTier's extra ones deleted on a switch.
     (Scope::Cluster, "", "services", "list"),
     (Scope::Cluster, "", "services", "watch"),
     (Scope::Cluster, "", "services", "create"),
     (Scope::Cluster, "", "services", "patch"),
+    (Scope::Cluster, "", "services", "delete"),
+    // A CacheTier's redis.conf ConfigMap.
+    (Scope::Cluster, "", "configmaps", "list"),
+    (Scope::Cluster, "", "configmaps", "watch"),
+    (Scope::Cluster, "", "configmaps", "create"),
+    (Scope::Cluster, "", "configmaps", "patch"),
+    // A CacheTier's password Secret: read and created once, never listed.
+    (Scope::Cluster, "", "secrets", "get"),
+    (Scope::Cluster, "", "secrets", "create"),
     // Owned PodDisruptionBudgets: watched, applied, deleted when no longer wanted.
     (Scope::Cluster, "policy", "poddisruptionbudgets", "list"),
     (Scope::Cluster, "policy", "poddisruptionbudgets", "watch"),

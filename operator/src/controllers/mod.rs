@@ -3,9 +3,11 @@
 //! autoscalers read. One module per kind; each reconcile is staged
 //! (observe → validate → build → apply → status).
 
+pub mod cache_tier;
 pub mod clock;
 pub mod conditions;
 pub mod marketplace_service;
+pub mod preview_environment;
 pub mod telemetry;
 
 use std::collections::HashMap;
@@ -215,6 +217,53 @@ impl Backoff {
     fn reset(&self, key: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(key);
+    }
+}
+
+/// Runs every controller of the operator until `shutdown` resolves; returns once each has
+/// finished its reconciles in flight.
+pub async fn run_all(
+    ctx: Arc<Context>,
+    autoscalers: Arc<marketplace_service::Autoscalers>,
+    cache: cache_tier::CacheSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use futures::FutureExt;
+    let shutdown = shutdown.boxed().shared();
+    futures::join!(
+        marketplace_service::run(ctx.clone(), autoscalers, shutdown.clone()),
+        cache_tier::run(ctx, cache, shutdown),
+    );
+}
+
+/// An object the operator cannot decode: the schema should make that impossible, so it was
+/// written around it (or by a newer version of the CRD). It is reported as a Warning Event on
+/// the object, never crashed on.
+pub async fn report_malformed<K>(ctx: &Context, invalid: &kube::core::error_boundary::InvalidObject)
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    tracing::warn!(kind = %K::kind(&()), name = ?invalid.metadata.name, error = %invalid.error, "cannot decode object");
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: invalid.metadata.name.clone(),
+        namespace: invalid.metadata.namespace.clone(),
+        uid: invalid.metadata.uid.clone(),
+        ..Default::default()
+    };
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "Malformed".to_owned(),
+        note: Some(format!(
+            "the operator cannot read this object: {}",
+            invalid.error
+        )),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+        tracing::debug!(%error, "failed to publish an Event");
     }
 }
 

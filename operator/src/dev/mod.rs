@@ -6,6 +6,7 @@
 //! The same trace also goes through the simulator with the same service model, and the
 //! summary puts the two side by side: where they differ, one of them is wrong.
 
+mod cache_traffic;
 mod world;
 
 use std::collections::BTreeMap;
@@ -19,12 +20,14 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use marketplace_crds::v1alpha1::{MarketplaceService, MetricType};
+use marketplace_crds::v1alpha1::{CacheTier, MarketplaceService, MetricType};
 
 pub use self::world::{ServiceLoad, SimulatedMetrics};
+use crate::cache::{Auth, Local};
+use crate::controllers::cache_tier::CacheSettings;
+use crate::controllers::marketplace_service::Autoscalers;
 use crate::controllers::marketplace_service::build::NAME_LABEL;
-use crate::controllers::marketplace_service::{self, Autoscalers};
-use crate::controllers::{Clock, Context, Settings, Telemetry};
+use crate::controllers::{Clock, Context, Settings, Telemetry, run_all};
 use crate::scaling::{Policy, SpecError};
 use crate::simulate::{
     Accumulator, Bursts, Controller, Model, PolicyResult, Ratios, Results, Trace, TraceError,
@@ -75,6 +78,11 @@ pub struct DevArgs {
     /// requests fails (500, 409, 429), is delayed or dropped, and watches are cut.
     #[arg(long, value_name = "RATE")]
     pub faults: Option<f64>,
+    /// The Redis on this machine that stands in for every CacheTier: the operator
+    /// administers it for real (CONFIG SET, INFO, flushes) and the services' cache traffic
+    /// goes to it.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:6379")]
+    pub redis: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +91,8 @@ pub enum DevError {
     Speed(f64),
     #[error("--faults must be between 0 and 1, got {0}")]
     Faults(f64),
+    #[error("--redis must be HOST:PORT, got {0:?}")]
+    Redis(String),
     #[error(transparent)]
     Trace(#[from] TraceError),
     #[error("the trace window has no data")]
@@ -133,6 +143,8 @@ struct Sample {
     namespace: String,
     policy: Policy,
     target_rps: f64,
+    /// The key prefix of its cache, when it uses one.
+    cache_prefix: Option<String>,
 }
 
 fn samples() -> Result<Vec<Sample>, DevError> {
@@ -164,11 +176,17 @@ fn samples() -> Result<Vec<Sample>, DevError> {
             name: name.clone(),
             source,
         })?;
+        let cache_prefix = msvc.spec.cache.as_ref().map(|c| {
+            c.key_prefix
+                .clone()
+                .unwrap_or_else(|| format!("{}:", msvc.spec.domain))
+        });
         out.push(Sample {
             name,
             namespace,
             policy,
             target_rps,
+            cache_prefix,
         });
     }
     Ok(out)
@@ -250,6 +268,7 @@ fn model_for(load: &ServiceLoad, policy: &Policy, origin: f64) -> Model {
 struct Deployments {
     deployments: Store<Deployment>,
     pods: Store<Pod>,
+    tiers: Store<CacheTier>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -273,11 +292,13 @@ where
 impl Deployments {
     fn watch(client: Client, namespace: &str) -> Self {
         let (deployments, a) = mirror(Api::<Deployment>::namespaced(client.clone(), namespace));
-        let (pods, b) = mirror(Api::<Pod>::namespaced(client, namespace));
+        let (pods, b) = mirror(Api::<Pod>::namespaced(client.clone(), namespace));
+        let (tiers, c) = mirror(Api::<CacheTier>::namespaced(client, namespace));
         Self {
             deployments,
             pods,
-            tasks: vec![a, b],
+            tiers,
+            tasks: vec![a, b, c],
         }
     }
 
@@ -314,6 +335,23 @@ impl Drop for Deployments {
     }
 }
 
+fn parse_redis(address: &str) -> Result<Local, DevError> {
+    let bad = || DevError::Redis(address.to_owned());
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(Local {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+        auth: Auth::None,
+    })
+}
+
 fn clock_text(seconds: f64) -> String {
     let s = seconds.max(0.0) as u64;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
@@ -329,6 +367,7 @@ pub async fn run(args: DevArgs) -> Result<Outcome, DevError> {
     {
         return Err(DevError::Faults(rate));
     }
+    let redis = parse_redis(&args.redis)?;
     let base = base_trace(&args)?;
     let samples = samples()?;
     let loads = split(&base, &samples);
@@ -374,9 +413,16 @@ pub async fn run(args: DevArgs) -> Result<Outcome, DevError> {
     ));
     let autoscalers = Arc::new(Autoscalers::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(marketplace_service::run(
+    // Redis figures in status refresh every few real seconds, so the live table, which prints
+    // every few real seconds, shows them moving.
+    let cache = CacheSettings {
+        stats_every: Duration::from_secs(2),
+        ..CacheSettings::new(Arc::new(redis.clone()))
+    };
+    let controller = tokio::spawn(run_all(
         ctx.clone(),
         autoscalers.clone(),
+        cache,
         async move {
             let _ = stopped.await;
         },
@@ -396,6 +442,7 @@ pub async fn run(args: DevArgs) -> Result<Outcome, DevError> {
         deployments: &deployments,
         autoscalers: &autoscalers,
     };
+    let traffic = cache_traffic::start(&redis, metrics.clone(), &loads, &samples).await;
     world.warm_up().await;
     let (origin, measured) = world.replay().await;
     let outcome = compare(&loads, &samples, origin, measured)?;
@@ -423,6 +470,7 @@ pub async fn run(args: DevArgs) -> Result<Outcome, DevError> {
             _ = tokio::signal::ctrl_c() => {}
         }
     }
+    drop(traffic);
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
     drop(deployments);
@@ -560,6 +608,23 @@ impl World<'_> {
                 last.map_or(spec, |d| d.desired),
                 ready,
                 last.map_or_else(|| "-".to_owned(), |d| d.mode.to_string())
+            );
+        }
+        for tier in self.deployments.tiers.state() {
+            let status = tier.status.clone().unwrap_or_default();
+            let ready = crate::controllers::cache_tier::readiness(&tier)
+                .map_or_else(|| "-".to_owned(), |(s, r, _)| format!("Ready={s} ({r})"));
+            crate::say!(
+                "  cache {:<10} hit ratio {:>6}  memory {:>8}  {:>6} ops/s  {}",
+                tier.name_any(),
+                status
+                    .hit_ratio
+                    .map_or_else(|| "-".to_owned(), |h| format!("{:.1}%", 100.0 * h)),
+                status.memory_used.unwrap_or_else(|| "-".to_owned()),
+                status
+                    .ops_per_second
+                    .map_or_else(|| "-".to_owned(), |o| format!("{o:.0}")),
+                ready
             );
         }
     }
@@ -718,6 +783,7 @@ mod tests {
             trace: None,
             report: "r".into(),
             faults: None,
+            redis: "127.0.0.1:6379".into(),
         };
         let t = base_trace(&args).expect("bundled trace");
         assert_eq!(t.rates.len(), 3 * 3600 + 1800);

@@ -18,13 +18,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use marketplace_crds::v1alpha1::{MarketplaceService, MetricSpec, MetricType};
-use marketplace_operator::controllers::marketplace_service::{self, Autoscalers};
-use marketplace_operator::controllers::{Clock, Context, ReadMetrics, Settings, Telemetry};
+use marketplace_operator::cache::Local;
+use marketplace_operator::controllers::cache_tier::CacheSettings;
+use marketplace_operator::controllers::marketplace_service::Autoscalers;
+use marketplace_operator::controllers::{
+    Clock, Context, ReadMetrics, Settings, Telemetry, run_all,
+};
 use marketplace_operator::metrics::{MetricsError, MetricsSource, ServiceRef};
 use marketplace_operator::scaling::MetricReading;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+pub mod redis_server;
 
 /// Every test runs in its own devcluster, so one namespace suffices.
 pub const NS: &str = "default";
@@ -81,8 +87,8 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The MarketplaceService controller, running as `run` and `dev` run it, with its own
-/// Context (client, Event recorder, telemetry) and autoscaler registry.
+/// The operator's controllers, running as `run` and `dev` run them, with their own Context
+/// (client, Event recorder, telemetry) and autoscaler registry.
 pub struct Operator {
     pub autoscalers: Arc<Autoscalers>,
     stop: Option<oneshot::Sender<()>>,
@@ -90,7 +96,17 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// The controllers, with every CacheTier at the Redis on this machine.
     pub fn start(cluster: &Cluster, metrics: Arc<dyn ReadMetrics>) -> Self {
+        let cache = CacheSettings::new(Arc::new(Local::default_redis()));
+        Self::start_with(cluster, metrics, cache)
+    }
+
+    pub fn start_with(
+        cluster: &Cluster,
+        metrics: Arc<dyn ReadMetrics>,
+        cache: CacheSettings,
+    ) -> Self {
         let client = cluster
             .cluster
             .client()
@@ -110,13 +126,9 @@ impl Operator {
         ));
         let autoscalers = Arc::new(Autoscalers::default());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(marketplace_service::run(
-            ctx,
-            autoscalers.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(run_all(ctx, autoscalers.clone(), cache, async move {
+            let _ = stopped.await;
+        }));
         Self {
             autoscalers,
             stop: Some(stop),

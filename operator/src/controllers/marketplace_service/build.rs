@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service,
-    ServicePort, ServiceSpec, TopologySpreadConstraint,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    SecretKeySelector, Service, ServicePort, ServiceSpec, TopologySpreadConstraint,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -48,6 +48,27 @@ impl Peer {
     /// `inventory` → `INVENTORY_URL`, what service-kit reads.
     pub fn env_name(&self) -> String {
         format!("{}_URL", self.domain.to_uppercase().replace('-', "_"))
+    }
+}
+
+/// A cache tier wired into a service: its address, the Secret holding its password, and the
+/// service's key prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheWiring {
+    pub url: String,
+    pub password_secret: String,
+    pub key_prefix: String,
+}
+
+impl CacheWiring {
+    /// The wiring of the tier `tier` in `namespace`, as its controller names its children.
+    pub fn to_tier(tier: &str, namespace: &str, key_prefix: &str) -> Self {
+        use crate::controllers::cache_tier::build::{REDIS_PORT, endpoint_host, names};
+        Self {
+            url: format!("redis://{}:{REDIS_PORT}", endpoint_host(tier, namespace)),
+            password_secret: names::secret(tier),
+            key_prefix: key_prefix.to_owned(),
+        }
     }
 }
 
@@ -114,16 +135,18 @@ fn metadata(v: &Validated) -> ObjectMeta {
     }
 }
 
-pub fn build(v: &Validated, peers: &[Peer]) -> Children {
+pub fn build(v: &Validated, peers: &[Peer], cache: Option<&CacheWiring>) -> Children {
     Children {
-        deployment: build_deployment(v, peers),
+        deployment: build_deployment(v, peers, cache),
         service: build_service(v),
         disruption_budget: build_disruption_budget(v),
     }
 }
 
-/// The container's environment: the user's variables, then ours, which win on a clash.
-fn environment(v: &Validated, peers: &[Peer]) -> Vec<EnvVar> {
+/// The container's environment: the user's variables, then ours, which win on a clash. The
+/// cache's password comes by reference to its Secret, never as a value, and is optional: a
+/// service whose tier lost its Secret still starts, and runs without its cache.
+fn environment(v: &Validated, peers: &[Peer], cache: Option<&CacheWiring>) -> Vec<EnvVar> {
     let mut ours = vec![EnvVar {
         name: "PORT".to_owned(),
         value: Some(v.port.to_string()),
@@ -134,6 +157,32 @@ fn environment(v: &Validated, peers: &[Peer]) -> Vec<EnvVar> {
         value: Some(p.url.clone()),
         value_from: None,
     }));
+    if let Some(c) = cache {
+        ours.extend([
+            EnvVar {
+                name: "REDIS_URL".to_owned(),
+                value: Some(c.url.clone()),
+                value_from: None,
+            },
+            EnvVar {
+                name: "REDIS_PASSWORD".to_owned(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: c.password_secret.clone(),
+                        key: crate::controllers::cache_tier::build::PASSWORD_KEY.to_owned(),
+                        optional: Some(true),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+            },
+            EnvVar {
+                name: "CACHE_KEY_PREFIX".to_owned(),
+                value: Some(c.key_prefix.clone()),
+                value_from: None,
+            },
+        ]);
+    }
     let mut env: Vec<EnvVar> = v
         .env
         .iter()
@@ -159,7 +208,7 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
 
 /// The Deployment. With a scaling block it carries no `replicas`: that field belongs to the
 /// autoscaler's field manager, and leaving it out here is what keeps the two from fighting.
-pub fn build_deployment(v: &Validated, peers: &[Peer]) -> Deployment {
+pub fn build_deployment(v: &Validated, peers: &[Peer], cache: Option<&CacheWiring>) -> Deployment {
     let container = Container {
         name: CONTAINER.to_owned(),
         image: Some(v.image.clone()),
@@ -169,7 +218,7 @@ pub fn build_deployment(v: &Validated, peers: &[Peer]) -> Deployment {
             protocol: Some("TCP".to_owned()),
             ..ContainerPort::default()
         }]),
-        env: Some(environment(v, peers)),
+        env: Some(environment(v, peers, cache)),
         resources: v.resources.clone(),
         readiness_probe: Some(probe("/readyz", 5, 3)),
         liveness_probe: Some(probe("/healthz", 10, 3)),
@@ -285,7 +334,7 @@ mod tests {
     #[test]
     fn a_fixed_size_service_gets_its_replicas_probes_and_port() {
         let v = service("orders").with_replicas(3).valid();
-        let c = build(&v, &[]);
+        let c = build(&v, &[], None);
         let d = &c.deployment;
         assert_eq!(d.spec.replicas, Some(3));
         let pod = d.spec.template.spec.as_ref().expect("pod spec");
@@ -316,7 +365,7 @@ mod tests {
     #[test]
     fn an_autoscaled_deployment_leaves_replicas_to_the_autoscaler() {
         let v = service("orders").with_target_rps(50.0).valid();
-        assert_eq!(build_deployment(&v, &[]).spec.replicas, None);
+        assert_eq!(build_deployment(&v, &[], None).spec.replicas, None);
     }
 
     #[test]
@@ -340,7 +389,7 @@ mod tests {
             Peer::conventional("fraud-check", "shop"),
         ];
         assert_eq!(
-            env(&build_deployment(&v, &peers)),
+            env(&build_deployment(&v, &peers, None)),
             [
                 ("LOG".to_owned(), "debug".to_owned()),
                 ("PORT".to_owned(), "8080".to_owned()),
@@ -353,6 +402,36 @@ mod tests {
                     "http://fraud-check.shop.svc.cluster.local:8080".to_owned()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn a_cache_tier_comes_as_its_url_prefix_and_a_reference_to_its_password() {
+        let v = service("orders").valid();
+        let wiring = CacheWiring::to_tier("hot", "shop", "orders:");
+        let d = build_deployment(&v, &[], Some(&wiring));
+        let all = d.spec.template.spec.as_ref().expect("pod spec").containers[0]
+            .env
+            .clone()
+            .unwrap_or_default();
+        assert_eq!(
+            env(&d)[1..],
+            [
+                (
+                    "REDIS_URL".to_owned(),
+                    "redis://hot-redis.shop.svc.cluster.local:6379".to_owned()
+                ),
+                ("REDIS_PASSWORD".to_owned(), String::new()),
+                ("CACHE_KEY_PREFIX".to_owned(), "orders:".to_owned()),
+            ]
+        );
+        let password = all[2]
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref());
+        assert_eq!(
+            password.map(|s| (s.name.as_str(), s.key.as_str(), s.optional)),
+            Some(("hot-redis-auth", "password", Some(true)))
         );
     }
 

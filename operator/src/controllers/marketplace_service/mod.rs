@@ -32,7 +32,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
-use marketplace_crds::v1alpha1::MarketplaceService;
+use marketplace_crds::v1alpha1::{CacheTier, MarketplaceService};
 
 pub use self::autoscaler::{Autoscalers, Observed, Services, Snapshot, Trigger};
 use self::build::{MANAGED_BY_LABEL, Peer};
@@ -40,6 +40,7 @@ pub use self::error::Error;
 use self::status::{Owned, Replicas};
 use self::validate::{Invalid, Validated, validate};
 use super::clock::{time_at, unix_now};
+use super::conditions::Computed;
 use super::{Context, FIELD_MANAGER, WatchBackoff, error_chain};
 
 /// The controller's name in metrics and logs.
@@ -51,7 +52,10 @@ pub struct State {
     pub autoscalers: Arc<Autoscalers>,
     trigger: Trigger,
     services: Services,
+    tiers: reflector::Store<GuardedTier>,
 }
+
+type GuardedTier = DeserializeGuard<CacheTier>;
 
 type Guarded = DeserializeGuard<MarketplaceService>;
 
@@ -81,11 +85,14 @@ pub async fn run(
     // memory for objects this controller never reads.
     let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
     let (trigger, triggered) = futures::channel::mpsc::unbounded();
+    let (tiers, tier_changes) = watch_tiers(client.clone());
+    let users_of = reader.clone();
     let controller = Controller::for_stream(services, reader)
         .owns(Api::<Deployment>::all(client.clone()), ours.clone())
         .owns(Api::<Service>::all(client.clone()), ours.clone())
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours)
         .reconcile_on(triggered)
+        .watches_stream(tier_changes, move |tier| users_of_tier(&users_of, &tier))
         .trigger_backoff(WatchBackoff::default())
         .with_config(
             ControllerConfig::default()
@@ -100,6 +107,7 @@ pub async fn run(
         autoscalers,
         trigger,
         services: controller.store(),
+        tiers,
     });
     controller
         .run(reconcile, error_policy, state.clone())
@@ -124,30 +132,7 @@ async fn reconcile(obj: Arc<Guarded>, state: Arc<State>) -> Result<Action, Error
     let msvc = match &obj.0 {
         Ok(m) => m,
         Err(invalid) => {
-            // The schema should make this impossible; an object written around it (or by a
-            // newer version of the CRD) is reported, never crashed on.
-            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "cannot decode MarketplaceService");
-            let reference = k8s_openapi::api::core::v1::ObjectReference {
-                api_version: Some("marketplace.dev/v1alpha1".to_owned()),
-                kind: Some("MarketplaceService".to_owned()),
-                name: invalid.metadata.name.clone(),
-                namespace: invalid.metadata.namespace.clone(),
-                uid: invalid.metadata.uid.clone(),
-                ..Default::default()
-            };
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "Malformed".to_owned(),
-                note: Some(format!(
-                    "the operator cannot read this object: {}",
-                    invalid.error
-                )),
-                action: "Reconcile".to_owned(),
-                secondary: None,
-            };
-            if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-                tracing::debug!(%error, "failed to publish an Event");
-            }
+            super::report_malformed::<MarketplaceService>(ctx, invalid).await;
             return Ok(Action::await_change());
         }
     };
@@ -187,7 +172,8 @@ async fn reconcile(obj: Arc<Guarded>, state: Arc<State>) -> Result<Action, Error
 
     // build, apply
     let peers = resolve_peers(&state.services, &v);
-    let children = build::build(&v, &peers);
+    let (cache, cache_ready) = resolve_cache(&state.tiers, &v);
+    let children = build::build(&v, &peers, cache.as_ref());
     let min_replicas = v.scaling.as_ref().map_or(1, |s| s.policy.min_replicas);
     let applied = apply::apply(
         &ctx.client,
@@ -209,6 +195,7 @@ async fn reconcile(obj: Arc<Guarded>, state: Arc<State>) -> Result<Action, Error
 
     // autoscaler
     let mut computed = vec![status::ready_condition(Some(replicas), None)];
+    computed.extend(cache_ready);
     let previous = msvc.status.as_ref();
     match &v.scaling {
         Some(scaling) => {
@@ -353,6 +340,119 @@ fn dependents(services: &Services, v: &Validated) -> Vec<ObjectRef<Guarded>> {
                 && m.spec.depends_on.contains(&v.domain)
         })
         .filter_map(|m| Some(object_ref(&v.namespace, m.metadata.name.as_deref()?)))
+        .collect()
+}
+
+/// The wiring of the service's cache tier, and its `CacheReady` condition. A missing tier is
+/// a condition, not a failure, and the service runs without the cache: its Secret would not
+/// exist either, and a required reference to it would keep the pods from starting.
+fn resolve_cache(
+    tiers: &reflector::Store<GuardedTier>,
+    v: &Validated,
+) -> (Option<build::CacheWiring>, Option<Computed>) {
+    use super::conditions::{FALSE, TRUE, UNKNOWN};
+    let Some(cache) = &v.cache else {
+        return (None, None);
+    };
+    let tier = tiers.get(&ObjectRef::new(&cache.tier).within(&v.namespace));
+    let Some(tier) = tier.as_ref().and_then(|t| t.0.as_ref().ok()) else {
+        return (
+            None,
+            Some(Computed::new(
+                status::types::CACHE_READY,
+                FALSE,
+                status::reasons::TIER_NOT_FOUND,
+                format!(
+                    "no CacheTier {:?} in namespace {:?}; the service runs without its cache",
+                    cache.tier, v.namespace
+                ),
+            )),
+        );
+    };
+    let wiring = build::CacheWiring::to_tier(&cache.tier, &v.namespace, &cache.key_prefix);
+    let condition = match super::cache_tier::readiness(tier) {
+        Some((s, _, message)) if s == TRUE => Computed::new(
+            status::types::CACHE_READY,
+            TRUE,
+            status::reasons::TIER_READY,
+            format!("CacheTier {}: {message}", cache.tier),
+        ),
+        Some((_, reason, message)) => Computed::new(
+            status::types::CACHE_READY,
+            FALSE,
+            status::reasons::TIER_NOT_READY,
+            format!(
+                "CacheTier {} is not ready ({reason}): {message}",
+                cache.tier
+            ),
+        ),
+        None => Computed::new(
+            status::types::CACHE_READY,
+            UNKNOWN,
+            status::reasons::TIER_PENDING,
+            format!("CacheTier {} has no status yet", cache.tier),
+        ),
+    };
+    (Some(wiring), Some(condition))
+}
+
+/// The cache tiers, in a store, and a stream of the tiers that appeared, went, or changed
+/// readiness: not every status write, which refreshes a tier's figures every few seconds.
+fn watch_tiers(
+    client: kube::Client,
+) -> (
+    reflector::Store<GuardedTier>,
+    impl futures::Stream<Item = Result<GuardedTier, watcher::Error>> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let mut seen: std::collections::HashMap<ObjectRef<GuardedTier>, Option<(String, String)>> =
+        std::collections::HashMap::new();
+    let changes = watcher(Api::<GuardedTier>::all(client), watcher::Config::default())
+        .backoff(WatchBackoff::default())
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .filter_map(move |event| {
+            let changed = match event {
+                Ok(watcher::Event::Apply(t) | watcher::Event::InitApply(t)) => {
+                    let key = ObjectRef::from_obj(&t);
+                    let now =
+                        t.0.as_ref()
+                            .ok()
+                            .and_then(super::cache_tier::readiness)
+                            .map(|(s, r, _)| (s, r));
+                    let before = seen.insert(key, now.clone());
+                    (before != Some(now)).then_some(Ok(t))
+                }
+                Ok(watcher::Event::Delete(t)) => {
+                    seen.remove(&ObjectRef::from_obj(&t));
+                    Some(Ok(t))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(changed)
+        });
+    (reader, changes)
+}
+
+/// The services of the tier's namespace that use it.
+fn users_of_tier(
+    services: &reflector::Store<Guarded>,
+    tier: &GuardedTier,
+) -> Vec<ObjectRef<Guarded>> {
+    let meta = tier.meta();
+    let (Some(ns), Some(name)) = (&meta.namespace, &meta.name) else {
+        return Vec::new();
+    };
+    services
+        .state()
+        .iter()
+        .filter_map(|o| o.0.as_ref().ok())
+        .filter(|m| {
+            m.metadata.namespace.as_ref() == Some(ns)
+                && m.spec.cache.as_ref().is_some_and(|c| &c.name == name)
+        })
+        .filter_map(|m| Some(object_ref(ns, m.metadata.name.as_deref()?)))
         .collect()
 }
 

@@ -17,6 +17,8 @@ pub mod types {
     pub const SCALING_ACTIVE: &str = "ScalingActive";
     pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
     pub const SCALING_LIMITED: &str = "ScalingLimited";
+    /// Whether the service's cache tier is ready; only for a service with `cache`.
+    pub const CACHE_READY: &str = "CacheReady";
 }
 
 /// Condition reasons.
@@ -37,6 +39,10 @@ pub mod reasons {
     pub const TOO_MANY_REPLICAS: &str = "TooManyReplicas";
     pub const SCALE_UP_LIMITED: &str = "ScaleUpLimited";
     pub const SCALE_DOWN_LIMITED: &str = "ScaleDownLimited";
+    pub const TIER_READY: &str = "TierReady";
+    pub const TIER_NOT_READY: &str = "TierNotReady";
+    pub const TIER_NOT_FOUND: &str = "TierNotFound";
+    pub const TIER_PENDING: &str = "TierPending";
 }
 
 use reasons as r;

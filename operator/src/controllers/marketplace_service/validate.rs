@@ -27,6 +27,14 @@ pub struct Validated {
     /// The fixed replica count when there is no scaling block.
     pub replicas: i32,
     pub scaling: Option<Scaling>,
+    pub cache: Option<CacheUse>,
+}
+
+/// The cache tier a service uses and the prefix of its keys there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheUse {
+    pub tier: String,
+    pub key_prefix: String,
 }
 
 /// The autoscaler's half of a validated spec.
@@ -86,5 +94,12 @@ pub fn validate(msvc: &MarketplaceService) -> Result<Validated, Invalid> {
         topology_spread: spec.topology_spread.clone(),
         replicas: spec.replicas.unwrap_or(1),
         scaling,
+        cache: spec.cache.as_ref().map(|c| CacheUse {
+            tier: c.name.clone(),
+            key_prefix: c
+                .key_prefix
+                .clone()
+                .unwrap_or_else(|| format!("{}:", spec.domain)),
+        }),
     })
 }
