@@ -163,17 +163,26 @@ fn preview(branch: &str) -> PreviewEnvironmentSpec {
 fn a_preview_environment_takes_defaults_and_derives_its_namespace() {
     let spec = preview("feature/Cart_v2");
     assert_eq!(spec.validate(), Ok(()));
-    assert_eq!(spec.namespace_name(), "preview-feature-cart-v2");
+    let ns = spec.namespace_name();
+    assert!(ns.starts_with("preview-feature-cart-v2-"), "{ns}");
+    assert_eq!(
+        ns.len(),
+        "preview-feature-cart-v2-".len() + BRANCH_HASH_LENGTH
+    );
+    assert_eq!(
+        spec.effective_image_tag().as_deref(),
+        Some("feature-cart-v2")
+    );
     assert_eq!(parse_ttl(&spec.ttl), Some(72 * 3600));
 }
 
 #[test]
 fn an_over_long_branch_name_is_rejected_with_the_limit() {
-    let spec = preview(&"a".repeat(80));
+    let spec = preview(&"a".repeat(300));
     let err = spec.validate().expect_err("long branch must fail");
     assert!(err.has_field("spec.branch"), "{err}");
     assert!(
-        err.to_string().contains("80 characters long; at most 55"),
+        err.to_string().contains("300 characters long; at most 255"),
         "{err}"
     );
 }
@@ -194,6 +203,17 @@ fn a_branch_with_forbidden_characters_and_a_bad_ttl_are_rejected() {
             .to_string()
             .contains("at most 30d")
     );
+    for bad in [
+        "a..b",
+        "/lead",
+        "trail/",
+        "x.lock",
+        "a@{1}",
+        "tab\tbranch",
+        "a:b",
+    ] {
+        assert!(preview(bad).validate().is_err(), "{bad} must be rejected");
+    }
 }
 
 #[test]
@@ -201,6 +221,18 @@ fn the_longest_allowed_branch_still_makes_a_valid_namespace_name() {
     let spec = preview(&"b".repeat(MAX_BRANCH_LENGTH));
     assert_eq!(spec.validate(), Ok(()));
     assert!(spec.namespace_name().len() <= 63);
+}
+
+#[test]
+fn a_branch_of_only_unsafe_characters_is_named_by_its_hash() {
+    let spec = preview("___");
+    assert_eq!(spec.validate(), Ok(()));
+    assert_eq!(
+        spec.namespace_name(),
+        format!("preview-{}", marketplace_crds::v1alpha1::branch_hash("___"))
+    );
+    assert_ne!(spec.namespace_name(), preview("__").namespace_name());
+    assert_eq!(spec.effective_image_tag(), None);
 }
 
 #[test]

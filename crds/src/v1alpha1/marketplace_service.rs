@@ -100,8 +100,9 @@ pub struct MarketplaceServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<ScalingSpec>,
 
-    /// The Redis cache tier this service uses. The operator injects its address and password as
-    /// `REDIS_URL` and `CACHE_KEY_PREFIX`.
+    /// The Redis cache tier this service uses. The operator injects its address as `REDIS_URL`,
+    /// its password as `REDIS_PASSWORD` (a reference to the tier's Secret, never a value) and
+    /// the key prefix as `CACHE_KEY_PREFIX`; `CacheReady` in status follows the tier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheReference>,
 

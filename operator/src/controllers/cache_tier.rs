@@ -24,8 +24,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use marketplace_crds::v1alpha1::{CacheMode, CacheTier, CacheTierStatus, CompletedFlush};
@@ -127,11 +127,7 @@ pub async fn run(
         .owns(Api::<Service>::all(client.clone()), ours.clone())
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours)
         .trigger_backoff(WatchBackoff::default())
-        .with_config(
-            ControllerConfig::default()
-                .concurrency(ctx.settings.concurrency)
-                .debounce(ctx.clock.real(ctx.settings.debounce.as_secs_f64())),
-        )
+        .with_config(super::controller_config(&ctx))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::new(State { ctx, cache }))
         .for_each(|result| async move {
@@ -661,12 +657,23 @@ async fn write_status(
         conditions: conditions::merge(&previous.conditions, computed, t.generation, &now),
         completed_flushes: completed.to_vec(),
     };
-    if status == *previous {
+    patch_status(ctx, &t.namespace, &t.name, &status, previous).await
+}
+
+/// Writes `status` by server-side apply, unless it is what the object already has.
+async fn patch_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &CacheTierStatus,
+    previous: &CacheTierStatus,
+) -> Result<(), Error> {
+    if status == previous {
         return Ok(());
     }
-    let api: Api<CacheTier> = Api::namespaced(ctx.client.clone(), &t.namespace);
+    let api: Api<CacheTier> = Api::namespaced(ctx.client.clone(), ns);
     api.patch_status(
-        &t.name,
+        name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(json!({
             "apiVersion": "marketplace.dev/v1alpha1",
@@ -676,7 +683,7 @@ async fn write_status(
     )
     .await
     .map_err(|source| Error::UpdateStatus {
-        name: t.name.clone(),
+        name: name.to_owned(),
         source,
     })?;
     Ok(())
@@ -713,23 +720,7 @@ async fn reject(
         tier.metadata.generation,
         &now,
     );
-    if status != *previous {
-        let api: Api<CacheTier> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(json!({
-                "apiVersion": "marketplace.dev/v1alpha1",
-                "kind": "CacheTier",
-                "status": status,
-            })),
-        )
-        .await
-        .map_err(|source| Error::UpdateStatus {
-            name: name.clone(),
-            source,
-        })?;
-    }
+    patch_status(ctx, &ns, &name, &status, previous).await?;
     if !already_said(previous, t::CONFIGURED, &message) {
         tracing::warn!(namespace = %ns, name = %name, %message, "invalid CacheTier");
         publish(ctx, tier, EventType::Warning, r::INVALID_SPEC, message).await;
@@ -738,16 +729,7 @@ async fn reject(
 }
 
 async fn publish(ctx: &Context, tier: &CacheTier, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &tier.object_ref(&())).await {
-        tracing::debug!(%error, "failed to publish an Event");
-    }
+    super::publish(ctx, &tier.object_ref(&()), type_, reason, note).await;
 }
 
 fn error_policy(obj: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {

@@ -232,8 +232,55 @@ pub async fn run_all(
     let shutdown = shutdown.boxed().shared();
     futures::join!(
         marketplace_service::run(ctx.clone(), autoscalers, shutdown.clone()),
-        cache_tier::run(ctx, cache, shutdown),
+        cache_tier::run(ctx.clone(), cache, shutdown.clone()),
+        preview_environment::run(ctx, shutdown),
     );
+}
+
+/// Why an object cannot be reconciled, as a user fixes it: metadata the API server should
+/// have set, or spec fields named one by one.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Invalid {
+    #[error("the object has no {0}; the API server always sets it")]
+    Metadata(&'static str),
+    #[error(transparent)]
+    Spec(#[from] marketplace_crds::ValidationErrors),
+}
+
+/// The kube-runtime settings every controller runs with.
+pub fn controller_config(ctx: &Context) -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default()
+        .concurrency(ctx.settings.concurrency)
+        // On the controllers' clock: at `dev`'s 200× a real half second would hold the
+        // autoscalers' view of their Deployments 100 simulated seconds behind.
+        .debounce(ctx.clock.real(ctx.settings.debounce.as_secs_f64()))
+}
+
+/// Whether the API server refused a write for good: the same request again will fail the
+/// same way, so the user is told by an Event.
+pub fn is_rejected(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422))
+}
+
+/// Publishes an Event about `reference`; failing to is logged, never fatal (Events are a
+/// courtesy, the status is the record).
+pub async fn publish(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = kube::runtime::events::Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, reference).await {
+        tracing::debug!(%error, "failed to publish an Event");
+    }
 }
 
 /// An object the operator cannot decode: the schema should make that impossible, so it was
@@ -252,20 +299,16 @@ where
         uid: invalid.metadata.uid.clone(),
         ..Default::default()
     };
-    let event = kube::runtime::events::Event {
-        type_: kube::runtime::events::EventType::Warning,
-        reason: "Malformed".to_owned(),
-        note: Some(format!(
-            "the operator cannot read this object: {}",
-            invalid.error
-        )),
-        action: "Reconcile".to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-        tracing::debug!(%error, "failed to publish an Event");
-    }
+    publish(
+        ctx,
+        &reference,
+        kube::runtime::events::EventType::Warning,
+        "Malformed",
+        format!("the operator cannot read this object: {}", invalid.error),
+    )
+    .await;
 }
+
 
 /// An error and its causes on one line, for logs, Events and conditions.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

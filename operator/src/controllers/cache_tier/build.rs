@@ -61,14 +61,7 @@ pub struct Tier {
     pub exporter_image: Option<String>,
 }
 
-/// Why a tier cannot be reconciled, naming the fields.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum Invalid {
-    #[error("the object has no {0}; the API server always sets it")]
-    Metadata(&'static str),
-    #[error(transparent)]
-    Spec(#[from] ValidationErrors),
-}
+pub use crate::controllers::Invalid;
 
 pub fn validate(tier: &CacheTier) -> Result<Tier, Invalid> {
     let meta = &tier.metadata;

@@ -83,6 +83,6 @@ impl Error {
     /// Whether the API server refused the write as invalid (a 4xx other than a conflict,
     /// throttling or a race): retrying the same write cannot help, the user must act.
     pub fn is_rejected(&self) -> bool {
-        matches!(self.source_api(), kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422))
+        crate::controllers::is_rejected(self.source_api())
     }
 }

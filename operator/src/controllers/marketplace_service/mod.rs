@@ -27,8 +27,8 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -94,13 +94,7 @@ pub async fn run(
         .reconcile_on(triggered)
         .watches_stream(tier_changes, move |tier| users_of_tier(&users_of, &tier))
         .trigger_backoff(WatchBackoff::default())
-        .with_config(
-            ControllerConfig::default()
-                .concurrency(ctx.settings.concurrency)
-                // On the controllers' clock: at `dev`'s 200× a real half second would hold
-                // the autoscalers' view of their Deployments 100 simulated seconds behind.
-                .debounce(ctx.clock.real(ctx.settings.debounce.as_secs_f64())),
-        )
+        .with_config(super::controller_config(&ctx))
         .graceful_shutdown_on(shutdown);
     let state = Arc::new(State {
         ctx,
@@ -428,7 +422,13 @@ fn watch_tiers(
                     Some(Ok(t))
                 }
                 Ok(_) => None,
-                Err(e) => Some(Err(e)),
+                // Retried by this watch's own backoff. Passed on, the error would also grow
+                // the backoff the controller shares among its watches, and after a
+                // compaction delay every other watch's relist.
+                Err(error) => {
+                    tracing::debug!(%error, "CacheTier watch");
+                    None
+                }
             };
             futures::future::ready(changed)
         });
@@ -489,16 +489,7 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &msvc.object_ref(&())).await {
-        tracing::debug!(%error, "failed to publish an Event");
-    }
+    super::publish(ctx, &msvc.object_ref(&()), type_, reason, note).await;
 }
 
 /// Transient errors retry with backoff and jitter; a write the API server rejected is

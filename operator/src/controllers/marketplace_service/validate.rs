@@ -44,14 +44,7 @@ pub struct Scaling {
     pub metrics: Vec<MetricSpec>,
 }
 
-/// Why an object cannot be reconciled: named fields, as a user fixes them.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum Invalid {
-    #[error("the object has no {0}; the API server always sets it")]
-    Metadata(&'static str),
-    #[error(transparent)]
-    Spec(#[from] ValidationErrors),
-}
+pub use crate::controllers::Invalid;
 
 pub fn validate(msvc: &MarketplaceService) -> Result<Validated, Invalid> {
     let meta = &msvc.metadata;
