@@ -32,6 +32,9 @@ pub fn versioned(info: &ResourceInfo, version: &str, obj: &Value) -> Value {
     if builtin::is_events_v1(&info.group, &info.plural) {
         out = builtin::event_from_core(out);
     }
+    if version != info.storage_version() {
+        out = crate::convert::to_version(info, version, out);
+    }
     set_type(info, version, &mut out);
     out
 }
@@ -45,6 +48,9 @@ fn to_storage(info: &ResourceInfo, version: &str, obj: Value) -> Value {
             o.insert("apiVersion".into(), json!("v1"));
             o.insert("kind".into(), json!("Event"));
         }
+    } else if info.builtin && version != info.storage_version() {
+        obj = crate::convert::to_storage(info, version, obj);
+        set_type(info, info.storage_version(), &mut obj);
     } else {
         set_type(info, version, &mut obj);
     }
@@ -158,7 +164,7 @@ pub fn list_bytes(info: &ResourceInfo, version: &str, page: &ListPage) -> Vec<u8
     if let Some(o) = head.as_object_mut() {
         o.remove("items");
     }
-    let mut out = serde_json::to_vec(&head).unwrap_or_default();
+    let mut out = crate::util::to_vec_ordered(&head);
     out.pop(); // the closing brace: items follow
     out.extend_from_slice(if out.ends_with(b"{") {
         b"\"items\":["
@@ -175,13 +181,10 @@ pub fn list_bytes(info: &ResourceInfo, version: &str, page: &ListPage) -> Vec<u8
         if i > 0 {
             out.push(b',');
         }
-        let written = if as_stored(o) {
-            serde_json::to_writer(&mut out, &**o)
+        if as_stored(o) {
+            crate::util::write_ordered(&mut out, o);
         } else {
-            serde_json::to_writer(&mut out, &versioned(info, version, o))
-        };
-        if let Err(e) = written {
-            tracing::warn!(error = %e, "failed to serialize a list item");
+            crate::util::write_ordered(&mut out, &versioned(info, version, o));
         }
     }
     out.extend_from_slice(b"]}");
@@ -408,6 +411,32 @@ fn split_subresource(
 ) -> Value {
     let has_status = info.version(version).is_some_and(|v| v.status);
     match sub {
+        // These change one field of the object and nothing else.
+        Some("ephemeralcontainers") => {
+            let mut out = old.clone();
+            let containers = new.pointer("/spec/ephemeralContainers").cloned();
+            if let Some(spec) = out.get_mut("spec").and_then(Value::as_object_mut) {
+                match containers {
+                    Some(c) => spec.insert("ephemeralContainers".into(), c),
+                    None => spec.remove("ephemeralContainers"),
+                };
+            }
+            out
+        }
+        Some("approval") => {
+            let mut out = old.clone();
+            let conditions = new.pointer("/status/conditions").cloned();
+            if let Some(o) = out.as_object_mut() {
+                let status = o.entry("status").or_insert_with(|| json!({}));
+                if let Some(st) = status.as_object_mut() {
+                    match conditions {
+                        Some(c) => st.insert("conditions".into(), c),
+                        None => st.remove("conditions"),
+                    };
+                }
+            }
+            out
+        }
         Some("status") => {
             let mut out = old.clone();
             if let Some(o) = out.as_object_mut() {
@@ -567,6 +596,20 @@ fn is_dns_subdomain(s: &str) -> bool {
         && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+fn is_path_segment(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '%'])
+}
+
+/// Most names are DNS subdomains. RBAC objects are path segments (`system:discovery`), and
+/// the core group's APIService is `v1.` (version, dot, empty group).
+fn valid_name(group: &str, name: &str) -> bool {
+    match group {
+        "rbac.authorization.k8s.io" => is_path_segment(name),
+        "apiregistration.k8s.io" => is_dns_subdomain(name.trim_end_matches('.')),
+        _ => is_dns_subdomain(name),
+    }
+}
+
 /// Admission: validation, defaulting and the kind-specific rules every write passes.
 fn admit(
     st: &State,
@@ -587,7 +630,7 @@ fn admit(
             &json!(name),
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
         ));
-    } else if old.is_none() && !is_dns_subdomain(&name) {
+    } else if old.is_none() && !valid_name(&info.group, &name) {
         causes.push(Cause::invalid(
             "metadata.name",
             &json!(name),

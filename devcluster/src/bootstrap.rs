@@ -96,6 +96,93 @@ pub fn seed_cluster(st: &mut State) {
             "kube-apiserver",
         );
     }
+    for binding in cluster_role_bindings() {
+        create(
+            st,
+            "rbac.authorization.k8s.io",
+            "clusterrolebindings",
+            "",
+            binding,
+            "kube-apiserver",
+        );
+    }
+    for cs in ["scheduler", "controller-manager", "etcd-0"] {
+        let obj = json!({
+            "apiVersion": "v1",
+            "kind": "ComponentStatus",
+            "metadata": {"name": cs},
+            "conditions": [{"type": "Healthy", "status": "True", "message": "ok"}],
+        });
+        create(st, "", "componentstatuses", "", obj, "kube-apiserver");
+    }
+    seed_api_services(st);
+}
+
+/// One APIService per served built-in group-version, as kube-apiserver's autoregistration
+/// keeps them (local: no `service`), Available.
+fn seed_api_services(st: &mut State) {
+    let groups: Vec<(String, Vec<String>)> = std::iter::once((String::new(), vec!["v1".into()]))
+        .chain(st.registry.groups())
+        .collect();
+    for (group, versions) in groups {
+        let count = versions.len();
+        for (i, version) in versions.into_iter().enumerate() {
+            let name = format!("{version}.{group}");
+            let obj = json!({
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {"name": name, "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"}},
+                "spec": {
+                    "group": group,
+                    "version": version,
+                    "groupPriorityMinimum": if group.is_empty() { 18000 } else { 17000 },
+                    "versionPriority": 15 + count - i,
+                },
+                "status": {"conditions": [{
+                    "type": "Available", "status": "True", "reason": "Local",
+                    "message": "Local APIServices are always available",
+                    "lastTransitionTime": crate::util::now_rfc3339(),
+                }]},
+            });
+            create(
+                st,
+                "apiregistration.k8s.io",
+                "apiservices",
+                "",
+                obj,
+                "kube-apiserver",
+            );
+        }
+    }
+}
+
+fn cluster_role_binding(name: &str, groups: &[&str]) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": groups.iter().map(|g| json!({
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": g,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// What every authenticated user may do on a real cluster: discovery, asking what it may do.
+fn cluster_role_bindings() -> Vec<Value> {
+    vec![
+        cluster_role_binding("cluster-admin", &["system:masters"]),
+        cluster_role_binding("system:discovery", &["system:authenticated"]),
+        cluster_role_binding("system:basic-user", &["system:authenticated"]),
+        cluster_role_binding(
+            "system:public-info-viewer",
+            &["system:authenticated", "system:unauthenticated"],
+        ),
+    ]
 }
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
@@ -250,5 +337,33 @@ fn cluster_roles() -> Vec<Value> {
         cluster_role("admin", admin_rules()),
         cluster_role("edit", edit_rules()),
         cluster_role("view", view_rules()),
+        cluster_role(
+            "system:discovery",
+            vec![json!({"nonResourceURLs": [
+                "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi",
+                "/openapi/*", "/readyz", "/version", "/version/",
+            ], "verbs": ["get"]})],
+        ),
+        cluster_role(
+            "system:basic-user",
+            vec![
+                rule(
+                    &["authorization.k8s.io"],
+                    &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                    &["create"],
+                ),
+                rule(
+                    &["authentication.k8s.io"],
+                    &["selfsubjectreviews"],
+                    &["create"],
+                ),
+            ],
+        ),
+        cluster_role(
+            "system:public-info-viewer",
+            vec![json!({"nonResourceURLs": [
+                "/healthz", "/livez", "/readyz", "/version", "/version/",
+            ], "verbs": ["get"]})],
+        ),
     ]
 }

@@ -66,7 +66,7 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind,
-            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            "verbs": crate::resources::verbs(r),
         });
         if !r.short_names.is_empty() {
             main["shortNames"] = json!(r.short_names);
@@ -83,6 +83,20 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
                 "kind": r.kind,
                 "verbs": ["get", "patch", "update"],
             }));
+        }
+        for x in crate::resources::extra_subresources(r) {
+            let mut entry = json!({
+                "name": format!("{}/{}", r.plural, x.name),
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": x.kind,
+                "verbs": x.verbs,
+            });
+            if x.group != r.group {
+                entry["group"] = json!(x.group);
+                entry["version"] = json!(x.version);
+            }
+            resources.push(entry);
         }
         if v.scale.is_some() {
             resources.push(json!({
@@ -140,12 +154,19 @@ pub fn aggregated(reg: &Registry, core: bool) -> Value {
                                     "verbs": ["get", "patch", "update"],
                                 }));
                             }
+                            for x in crate::resources::extra_subresources(r) {
+                                subresources.push(json!({
+                                    "subresource": x.name,
+                                    "responseKind": {"group": x.group, "version": x.version, "kind": x.kind},
+                                    "verbs": x.verbs,
+                                }));
+                            }
                             let mut res = json!({
                                 "resource": r.plural,
                                 "responseKind": kind,
                                 "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
                                 "singularResource": r.singular,
-                                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                                "verbs": crate::resources::verbs(r),
                             });
                             if !r.short_names.is_empty() {
                                 res["shortNames"] = json!(r.short_names);

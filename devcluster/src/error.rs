@@ -111,6 +111,14 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Forbidden(String),
+    /// An authorization denial: 403 with the resource in `details`, as RBAC answers.
+    #[error("{message}")]
+    Denied { target: Target, message: String },
+    #[error("Unauthorized")]
+    Unauthorized,
+    /// A request this server knows but cannot carry out (exec into a simulated Pod).
+    #[error("{0}")]
+    NotImplemented(String),
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
@@ -121,6 +129,9 @@ pub enum ApiError {
     Internal(String),
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u32 },
+    /// An eviction a PodDisruptionBudget forbids: 429, the budget's shortfall as a cause.
+    #[error("Cannot evict pod as it would violate the pod's disruption budget.")]
+    DisruptionBudget { cause: String },
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -191,12 +202,14 @@ impl ApiError {
             ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
             ApiError::Invalid { .. } => 422,
             ApiError::BadRequest(_) => 400,
-            ApiError::Forbidden(_) => 403,
+            ApiError::Forbidden(_) | ApiError::Denied { .. } => 403,
+            ApiError::Unauthorized => 401,
+            ApiError::NotImplemented(_) => 501,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Expired(_) => 410,
             ApiError::Internal(_) => 500,
-            ApiError::TooManyRequests { .. } => 429,
+            ApiError::TooManyRequests { .. } | ApiError::DisruptionBudget { .. } => 429,
         }
     }
 
@@ -207,12 +220,16 @@ impl ApiError {
             ApiError::Conflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
-            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::Forbidden(_) | ApiError::Denied { .. } => "Forbidden",
+            ApiError::Unauthorized => "Unauthorized",
+            ApiError::NotImplemented(_) => "NotImplemented",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Expired(_) => "Expired",
             ApiError::Internal(_) => "InternalError",
-            ApiError::TooManyRequests { .. } => "TooManyRequests",
+            ApiError::TooManyRequests { .. } | ApiError::DisruptionBudget { .. } => {
+                "TooManyRequests"
+            }
         }
     }
 
@@ -220,7 +237,8 @@ impl ApiError {
     pub fn to_status(&self) -> Value {
         let (message, details) = match self {
             ApiError::NotFound { target, message }
-            | ApiError::AlreadyExists { target, message } => (
+            | ApiError::AlreadyExists { target, message }
+            | ApiError::Denied { target, message } => (
                 message.clone(),
                 Some(json!({"name": target.name, "group": target.group, "kind": target.kind})),
             ),
@@ -265,6 +283,10 @@ impl ApiError {
             } => (
                 message.clone(),
                 Some(json!({"retryAfterSeconds": retry_after})),
+            ),
+            ApiError::DisruptionBudget { cause } => (
+                self.to_string(),
+                Some(json!({"causes": [{"reason": "DisruptionBudget", "message": cause}]})),
             ),
             other => (other.to_string(), None),
         };
@@ -318,6 +340,13 @@ pub enum Error {
         what: String,
         source: Box<ApiError>,
     },
+    #[error("failed to open the audit log {path}")]
+    Audit {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("failed to issue a token for {who}")]
+    Token { who: String, source: Box<ApiError> },
     #[error("failed to build kube config")]
     Config {
         source: kube::config::KubeconfigError,

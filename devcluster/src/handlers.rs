@@ -33,7 +33,7 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    let bytes = crate::util::to_vec_ordered(v);
     let mut res = Response::new(full(bytes));
     *res.status_mut() = code;
     res.headers_mut().insert(
@@ -79,10 +79,12 @@ pub struct Req {
     pub body: Bytes,
     /// Set when fault injection chose to end this watch early.
     pub cut: Option<WatchCut>,
+    /// Who is asking (the admin when authentication is off and no known token is sent).
+    pub user: crate::auth::User,
 }
 
 impl Req {
-    fn q(&self, k: &str) -> Option<&str> {
+    pub fn q(&self, k: &str) -> Option<&str> {
         self.query
             .get(k)
             .map(String::as_str)
@@ -91,7 +93,7 @@ impl Req {
     fn flag(&self, k: &str) -> bool {
         matches!(self.q(k), Some("true" | "1"))
     }
-    fn header(&self, h: header::HeaderName) -> &str {
+    pub fn header(&self, h: header::HeaderName) -> &str {
         self.headers
             .get(h)
             .and_then(|v| v.to_str().ok())
@@ -195,12 +197,44 @@ pub async fn handle(
         .faults
         .as_ref()
         .and_then(|f| f.decide(&parts.method, &path, &query, &parts.headers));
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let user = match authorization {
+        // Without a token there is nothing to look up: no lock on the hot path.
+        None if !shared.authz => Ok(crate::auth::User::admin()),
+        _ => {
+            let st = shared.lock();
+            crate::auth::authenticate(&st, &shared.admin_token, shared.authz, authorization)
+        }
+    };
+    let user = match user {
+        Ok(u) => u,
+        Err(e) => return Ok(error_response(&e)),
+    };
+    let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let attrs = (shared.authz || shared.audit.is_some())
+        .then(|| crate::auth::attributes(&parts.method, &path, watching));
+    if shared.authz
+        && let Some(a) = &attrs
+    {
+        let decision = crate::auth::authorize(&shared.lock(), &user, a);
+        if !decision.allowed {
+            let res = error_response(&crate::auth::forbidden(&user, a, &decision.reason));
+            if let Some(audit) = &shared.audit {
+                audit.record(&user, a, res.status().as_u16());
+            }
+            return Ok(res);
+        }
+    }
     let mut r = Req {
         method: parts.method,
         query,
         headers: parts.headers,
         body,
         cut: None,
+        user,
     };
     if let Some(fault) = fault {
         tracing::debug!(method = %r.method, path, ?fault, "injecting fault");
@@ -231,6 +265,9 @@ pub async fn handle(
     }
     let res = route(&shared, &path, &r).unwrap_or_else(|e| error_response(&e));
     tracing::debug!(method = %r.method, path, status = res.status().as_u16(), "request");
+    if let (Some(audit), Some(a)) = (&shared.audit, &attrs) {
+        audit.record(&r.user, a, res.status().as_u16());
+    }
     if fault == Some(Fault::LostResponse) {
         return Err(InjectedDrop);
     }
@@ -371,14 +408,30 @@ fn resource_route(
     {
         return Err(not_found_path());
     }
+    let ns = t.ns.unwrap_or_default();
     match t.sub {
         None => {}
         Some("status") if vinfo.status => {}
         Some("scale") if vinfo.scale.is_some() => {}
         Some("finalize") if info.plural == "namespaces" => {}
-        Some(_) => return Err(not_found_path()),
+        Some(sub) if crate::subresources::is_write_path(&info, sub) => {}
+        Some(sub) => {
+            let name = t.name.ok_or_else(not_found_path)?;
+            return crate::subresources::serve(shared, &info, version, ns, name, sub, r);
+        }
     }
-    let ns = t.ns.unwrap_or_default();
+    if crate::resources::is_review(&info) {
+        if t.name.is_some() || r.method != Method::POST {
+            return Err(ApiError::MethodNotAllowed(format!(
+                "{} only accepts POST to the collection",
+                info.plural
+            )));
+        }
+        let body = parse_body(r.header(header::CONTENT_TYPE), &r.body)?;
+        let answer =
+            crate::reviews::review(&shared.lock(), &info, ns, body, &r.user, shared.authz)?;
+        return Ok(json_response(StatusCode::CREATED, &answer));
+    }
     let watching = legacy_watch || r.flag("watch");
     match (&r.method, t.name) {
         (&Method::GET, None) if watching => watch::serve(shared.clone(), info, version, t.ns, r),
@@ -399,6 +452,7 @@ fn resource_route(
                 headers: r.headers.clone(),
                 body: r.body.clone(),
                 cut: r.cut,
+                user: r.user.clone(),
             };
             watch::serve(shared.clone(), info, version, t.ns, &r2)
         }
@@ -427,19 +481,13 @@ fn resource_route(
                     &scale::view(&info, version, &obj),
                 ));
             }
-            if r.wants_metadata() && t.sub.is_none() {
-                return Ok(json_response(StatusCode::OK, &table::partial(&obj)));
-            }
-            if r.wants_table() && t.sub.is_none() {
+            if t.sub.is_none() && r.wants_table() {
                 return Ok(json_response(
                     StatusCode::OK,
                     &table::object_table(&info, version, &obj, r.q("includeObject")),
                 ));
             }
-            Ok(json_response(
-                StatusCode::OK,
-                &api::versioned(&info, version, &obj),
-            ))
+            Ok(object_response(StatusCode::OK, &info, version, &obj, r))
         }
         (&Method::POST, None) => {
             let body = parse_body(r.header(header::CONTENT_TYPE), &r.body)?;
@@ -451,9 +499,12 @@ fn resource_route(
                 body,
                 &r.write_opts(None),
             )?;
-            Ok(json_response(
+            Ok(object_response(
                 StatusCode::CREATED,
-                &api::versioned(&info, version, &stored),
+                &info,
+                version,
+                &stored,
+                r,
             ))
         }
         (&Method::PUT, Some(name)) => {
@@ -471,12 +522,16 @@ fn resource_route(
                 )?;
                 return Ok(json_response(StatusCode::OK, &out));
             }
-            let sub = t.sub.filter(|s| *s == "status");
-            let stored = api::update(&mut st, &info, version, ns, name, body, &r.write_opts(sub))?;
-            Ok(json_response(
-                StatusCode::OK,
-                &api::versioned(&info, version, &stored),
-            ))
+            let stored = api::update(
+                &mut st,
+                &info,
+                version,
+                ns,
+                name,
+                body,
+                &r.write_opts(t.sub),
+            )?;
+            Ok(object_response(StatusCode::OK, &info, version, &stored, r))
         }
         (&Method::PATCH, Some(name)) => patch_route(shared, &info, version, ns, name, t.sub, r),
         (&Method::DELETE | &Method::POST, Some(_)) if t.sub.is_some() => {
@@ -492,12 +547,35 @@ fn resource_route(
             let mut st = shared.lock();
             let last = gc::delete(&mut st, &info, ns, name, &opts)?;
             let pending = st.store.get(&info.group_resource(), ns, name).is_some();
-            let code = if pending && !opts.dry_run {
-                StatusCode::ACCEPTED
-            } else {
-                StatusCode::OK
-            };
-            Ok(json_response(code, &api::versioned(&info, version, &last)))
+            if pending && !opts.dry_run {
+                // Finalizers or a foreground cascade hold it: the object, marked deleting.
+                return Ok(object_response(
+                    StatusCode::ACCEPTED,
+                    &info,
+                    version,
+                    &last,
+                    r,
+                ));
+            }
+            if crate::resources::returns_deleted_object(&info) {
+                return Ok(object_response(StatusCode::OK, &info, version, &last, r));
+            }
+            // Gone at once: most kinds answer a Status (kube-rs' `delete` reports `Right`).
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Success",
+                    "details": {
+                        "name": name,
+                        "group": info.group,
+                        "kind": info.plural,
+                        "uid": meta_str(&last, "uid").unwrap_or_default(),
+                    },
+                }),
+            ))
         }
         (&Method::DELETE, None) => {
             let body = delete_options(r)?;
@@ -522,11 +600,10 @@ fn resource_route(
     }
 }
 
-/// A DELETE body is optional DeleteOptions; typed clients may send it as protobuf,
-/// which we cannot read for this type, and then the defaults apply.
+/// A DELETE body is optional DeleteOptions, JSON or (from typed clients) protobuf.
 fn delete_options(r: &Req) -> ApiResult<Option<Value>> {
     let ct = r.header(header::CONTENT_TYPE);
-    if r.body.iter().all(u8::is_ascii_whitespace) || ct.contains("protobuf") {
+    if r.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     parse_body(ct, &r.body).map(Some)
@@ -548,7 +625,7 @@ fn patch_route(
         .unwrap_or_default()
         .trim()
         .to_string();
-    let sub_status = sub.filter(|s| *s == "status");
+    let sub_status = sub.filter(|s| *s != "scale");
     if ct == "application/apply-patch+yaml" {
         // kube-rs sends JSON under this type; JSON is YAML, so one parser serves both.
         let applied = parse_body("yaml", &r.body)?;
@@ -617,10 +694,23 @@ fn patch_route(
         doc,
         &r.write_opts(sub_status),
     )?;
-    Ok(json_response(
-        StatusCode::OK,
-        &api::versioned(info, version, &stored),
-    ))
+    Ok(object_response(StatusCode::OK, info, version, &stored, r))
+}
+
+/// An object in the representation the client asked for: `PartialObjectMetadata` when its
+/// Accept says so (kube-rs' `*_metadata` calls, on every verb), else the object as `version`.
+fn object_response(
+    code: StatusCode,
+    info: &ResourceInfo,
+    version: &str,
+    obj: &Value,
+    r: &Req,
+) -> Response<Body> {
+    if r.wants_metadata() {
+        json_response(code, &table::partial(obj))
+    } else {
+        json_response(code, &api::versioned(info, version, obj))
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // the request's parts, already parsed by the caller
@@ -677,17 +767,17 @@ fn apply_route(
     match live {
         None => {
             let stored = api::create(&mut st, info, version, ns, merged, &opts)?;
-            Ok(json_response(
+            Ok(object_response(
                 StatusCode::CREATED,
-                &api::versioned(info, version, &stored),
+                info,
+                version,
+                &stored,
+                r,
             ))
         }
         Some(live) => {
             let stored = api::write(&mut st, info, version, &live, merged, &opts)?;
-            Ok(json_response(
-                StatusCode::OK,
-                &api::versioned(info, version, &stored),
-            ))
+            Ok(object_response(StatusCode::OK, info, version, &stored, r))
         }
     }
 }

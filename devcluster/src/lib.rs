@@ -11,8 +11,10 @@
 //! ```
 
 mod api;
+mod auth;
 mod bootstrap;
 mod builtin;
+mod convert;
 mod crd;
 mod discovery;
 mod error;
@@ -24,10 +26,12 @@ mod openapi;
 mod patch;
 mod protobuf;
 mod resources;
+mod reviews;
 mod scale;
 mod selector;
 mod state;
 mod store;
+mod subresources;
 mod table;
 mod typed;
 mod util;
@@ -71,6 +75,12 @@ pub struct Config {
     /// Fault injection (errors, delays, dropped connections, cut watches) on a share of
     /// the resource requests; `None`, the default, serves every request faithfully.
     pub faults: Option<FaultConfig>,
+    /// Authentication and RBAC: requests need a bearer token (the kubeconfig's admin token,
+    /// or one TokenRequest issued) and are authorized by the cluster's Roles, ClusterRoles
+    /// and bindings. Off by default: every request is allowed.
+    pub authz: bool,
+    /// Append one JSON line per request here (user, verb, resource, namespace, name, code).
+    pub audit: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -83,6 +93,8 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(5),
             workloads: None,
             faults: None,
+            authz: false,
+            audit: None,
         }
     }
 }
@@ -131,6 +143,7 @@ impl DevCluster {
                 .workloads
                 .as_ref()
                 .map(|_| Arc::new(workloads::PodBirths::default())),
+            tokens: auth::Tokens::default(),
         };
         let births = state.pod_births.clone();
         seed_namespaces(&mut state);
@@ -139,7 +152,28 @@ impl DevCluster {
         if let Some(f) = &config.faults {
             tracing::info!(rate = f.rate, seed = f.seed, mix = ?f.mix, "fault injection on");
         }
-        let shared = Shared::new(state, config.bookmark_interval, rx.clone(), injector);
+        let audit = match &config.audit {
+            Some(path) => Some(auth::AuditLog::create(path).map_err(|source| Error::Audit {
+                path: path.display().to_string(),
+                source,
+            })?),
+            None => None,
+        };
+        let access = state::Access {
+            authz: config.authz,
+            admin_token: format!("devcluster-admin-{}", util::new_uid()),
+            audit,
+        };
+        if config.authz {
+            tracing::info!("authentication and RBAC authorization on");
+        }
+        let shared = Shared::new(
+            state,
+            config.bookmark_interval,
+            rx.clone(),
+            injector,
+            access,
+        );
         let task = tokio::spawn(serve(listener, shared.clone(), rx));
         let mut cluster = DevCluster {
             addr,
@@ -188,7 +222,55 @@ impl DevCluster {
         let uri: http::Uri = self.url.parse().map_err(|_| Error::Url {
             url: self.url.clone(),
         })?;
-        Ok(kube::Config::new(uri))
+        let mut config = kube::Config::new(uri);
+        if self.shared.authz {
+            config.headers.push(bearer(&self.shared.admin_token)?);
+        }
+        Ok(config)
+    }
+
+    /// A client authenticated as the ServiceAccount `ns`/`name` (which must exist), with a
+    /// token as TokenRequest issues it: with `Config::authz`, it may do what the account's
+    /// RoleBindings and ClusterRoleBindings allow and gets a real server's 403 otherwise.
+    /// E.g. apply `manifests/base/rbac.yaml`, then run the operator with this client.
+    pub fn client_as_service_account(&self, ns: &str, name: &str) -> Result<kube::Client, Error> {
+        let (token, _) =
+            auth::service_account_token(&mut self.shared.lock(), ns, name, vec![], 365 * 24 * 3600)
+                .map_err(|source| Error::Token {
+                    who: format!("{ns}/{name}"),
+                    source: Box::new(source),
+                })?;
+        self.client_with_token(&token)
+    }
+
+    /// A client authenticated as the user `name` in `groups` (and
+    /// `system:authenticated`), for RBAC tests with User and Group subjects.
+    pub fn client_as_user(&self, name: &str, groups: &[&str]) -> Result<kube::Client, Error> {
+        let token = format!("devcluster-user-{}", util::new_uid());
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        self.shared.lock().tokens.insert(
+            token.clone(),
+            auth::IssuedToken {
+                holder: auth::Holder::User(auth::User::named(name, &groups)),
+                audiences: vec![],
+                expires: None,
+            },
+        );
+        self.client_with_token(&token)
+    }
+
+    fn client_with_token(&self, token: &str) -> Result<kube::Client, Error> {
+        let mut config = self.kube_config()?;
+        config
+            .headers
+            .retain(|(h, _)| *h != http::header::AUTHORIZATION);
+        config.headers.push(bearer(token)?);
+        kube::Client::try_from(config).map_err(|source| Error::Client { source })
+    }
+
+    /// The kubeconfig user's bearer token (meaningful with `Config::authz`).
+    pub fn admin_token(&self) -> &str {
+        &self.shared.admin_token
     }
 
     /// A client that fault injection spares: the simulated workloads', and that of a harness
@@ -223,7 +305,11 @@ impl DevCluster {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "devcluster", "cluster": {"server": self.url}}],
-            "users": [{"name": "devcluster", "user": {}}],
+            "users": [{"name": "devcluster", "user": if self.shared.authz {
+                json!({"token": self.shared.admin_token})
+            } else {
+                json!({})
+            }}],
             "contexts": [{"name": "devcluster", "context": {"cluster": "devcluster", "user": "devcluster", "namespace": "default"}}],
             "current-context": "devcluster",
             "preferences": {},
@@ -306,6 +392,17 @@ impl Drop for DevCluster {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
     }
+}
+
+fn bearer(token: &str) -> Result<(http::HeaderName, http::HeaderValue), Error> {
+    let value =
+        http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| Error::Token {
+            who: "bearer header".into(),
+            source: Box::new(ApiError::BadRequest(
+                "token is not a valid header value".into(),
+            )),
+        })?;
+    Ok((http::header::AUTHORIZATION, value))
 }
 
 /// The namespaces a real cluster starts with (each gets its `default` ServiceAccount and

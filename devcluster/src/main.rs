@@ -1,4 +1,5 @@
-//! `devcluster --addr 127.0.0.1:0 --kubeconfig PATH [--faults RATE --fault-seed N]`:
+//! `devcluster --addr 127.0.0.1:0 --kubeconfig PATH [--faults RATE --fault-seed N]
+//! [--authz] [--audit PATH]`:
 //! serve an empty API server and print `ready <url>` once it accepts requests (the
 //! kubeconfig is written before).
 
@@ -29,6 +30,14 @@ struct Args {
     /// Seed of the fault sequence (the same seed and requests give the same faults).
     #[arg(long, value_name = "N", default_value_t = 1)]
     fault_seed: u64,
+    /// Require bearer tokens and authorize requests with RBAC (the kubeconfig's user is
+    /// an all-powerful admin; TokenRequest issues ServiceAccount tokens).
+    #[arg(long)]
+    authz: bool,
+    /// Append one JSON line per request to this file (user, verb, resource, namespace,
+    /// name, code).
+    #[arg(long, value_name = "PATH")]
+    audit: Option<PathBuf>,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -62,6 +71,8 @@ async fn main() -> std::process::ExitCode {
         faults: args
             .faults
             .map(|rate| devcluster::FaultConfig::with_rate(rate).with_seed(args.fault_seed)),
+        authz: args.authz,
+        audit: args.audit,
         ..Default::default()
     };
     let cluster = match devcluster::DevCluster::start(config).await {

@@ -151,6 +151,8 @@ const BUILTINS: &[Builtin] = &[
     b("batch", "v1", "Job", "jobs", true, &[], true, false, true),
     b("batch", "v1", "CronJob", "cronjobs", true, &["cj"], true, false, true),
     b("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true, &["hpa"], true, false, true),
+    // A second row of a resource is another served version (converted in convert.rs).
+    b("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true, &["hpa"], true, false, true),
     b("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, &["pdb"], true, false, false),
     b("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true, &["netpol"], false, false, false),
     b("networking.k8s.io", "v1", "Ingress", "ingresses", true, &["ing"], true, false, false),
@@ -161,6 +163,18 @@ const BUILTINS: &[Builtin] = &[
     b("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, &[], false, false, false),
     b("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, &[], false, false, false),
     b("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false, &["crd", "crds"], true, false, false),
+    b("", "v1", "ComponentStatus", "componentstatuses", false, &["cs"], false, false, false),
+    b("apps", "v1", "ControllerRevision", "controllerrevisions", true, &[], false, false, false),
+    b("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", false, &["pc"], false, false, false),
+    b("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", false, &["csr"], true, false, false),
+    b("apiregistration.k8s.io", "v1", "APIService", "apiservices", false, &[], true, false, false),
+    // Reviews: answered, never stored (POST only; see reviews.rs).
+    b("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false, &[], false, false, false),
+    b("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", false, &[], false, false, false),
+    b("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", false, &[], false, false, false),
+    b("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", true, &[], false, false, false),
+    b("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", false, &[], false, false, false),
+    b("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", false, &[], false, false, false),
 ];
 
 fn builtin_info(x: &Builtin) -> ResourceInfo {
@@ -191,6 +205,27 @@ fn builtin_info(x: &Builtin) -> ResourceInfo {
     }
 }
 
+/// One entry per resource: later rows of a resource add served, non-storage versions.
+fn builtins() -> Vec<Arc<ResourceInfo>> {
+    let mut out: Vec<ResourceInfo> = vec![];
+    for row in BUILTINS {
+        let info = builtin_info(row);
+        match out
+            .iter_mut()
+            .find(|r| r.group == info.group && r.plural == info.plural)
+        {
+            Some(first) => first
+                .versions
+                .extend(info.versions.into_iter().map(|mut v| {
+                    v.storage = false;
+                    v
+                })),
+            None => out.push(info),
+        }
+    }
+    out.into_iter().map(Arc::new).collect()
+}
+
 /// The set of served resources. Cheap to clone (Arcs), so handlers can take a snapshot.
 #[derive(Clone, Debug)]
 pub struct Registry {
@@ -202,7 +237,7 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         Registry {
-            resources: BUILTINS.iter().map(|x| Arc::new(builtin_info(x))).collect(),
+            resources: builtins(),
             generation: 0,
         }
     }
@@ -311,4 +346,111 @@ pub fn version_priority(v: &str) -> (u8, u32, u32) {
         (0, 0)
     };
     (level, major, minor)
+}
+
+/// Resources answered rather than stored: a POST gets the request back with its `status`.
+pub fn is_review(info: &ResourceInfo) -> bool {
+    matches!(
+        info.group.as_str(),
+        "authorization.k8s.io" | "authentication.k8s.io"
+    )
+}
+
+/// The verbs discovery lists for a resource.
+pub fn verbs(info: &ResourceInfo) -> &'static [&'static str] {
+    if is_review(info) {
+        &["create"]
+    } else if info.group.is_empty() && info.plural == "componentstatuses" {
+        &["get", "list"]
+    } else {
+        &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
+    }
+}
+
+/// Kinds whose registry answers an immediate DELETE with the deleted object (upstream's
+/// `ReturnDeletedObject`); the rest answer a `Status`.
+pub fn returns_deleted_object(info: &ResourceInfo) -> bool {
+    info.group.is_empty() && matches!(info.plural.as_str(), "pods" | "services")
+}
+
+/// A subresource beyond status and scale: (name, its kind as group/version/kind, verbs).
+pub struct Subresource {
+    pub name: &'static str,
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+const fn sub(
+    name: &'static str,
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    verbs: &'static [&'static str],
+) -> Subresource {
+    Subresource {
+        name,
+        group,
+        version,
+        kind,
+        verbs,
+    }
+}
+
+const POD_SUBRESOURCES: &[Subresource] = &[
+    sub("attach", "", "v1", "PodAttachOptions", &["create", "get"]),
+    sub("binding", "", "v1", "Binding", &["create"]),
+    sub(
+        "ephemeralcontainers",
+        "",
+        "v1",
+        "Pod",
+        &["get", "patch", "update"],
+    ),
+    sub("eviction", "policy", "v1", "Eviction", &["create"]),
+    sub("exec", "", "v1", "PodExecOptions", &["create", "get"]),
+    sub("log", "", "v1", "Pod", &["get"]),
+    sub(
+        "portforward",
+        "",
+        "v1",
+        "PodPortForwardOptions",
+        &["create", "get"],
+    ),
+];
+
+const SERVICE_ACCOUNT_SUBRESOURCES: &[Subresource] = &[sub(
+    "token",
+    "authentication.k8s.io",
+    "v1",
+    "TokenRequest",
+    &["create"],
+)];
+
+const CSR_SUBRESOURCES: &[Subresource] = &[sub(
+    "approval",
+    "certificates.k8s.io",
+    "v1",
+    "CertificateSigningRequest",
+    &["get", "patch", "update"],
+)];
+
+/// The subresources a built-in serves besides status and scale (subresources.rs).
+pub fn extra_subresources(info: &ResourceInfo) -> &'static [Subresource] {
+    match (info.group.as_str(), info.plural.as_str()) {
+        ("", "pods") => POD_SUBRESOURCES,
+        ("", "serviceaccounts") => SERVICE_ACCOUNT_SUBRESOURCES,
+        ("certificates.k8s.io", "certificatesigningrequests") => CSR_SUBRESOURCES,
+        _ => &[],
+    }
 }

@@ -234,7 +234,15 @@ impl FieldSelector {
 
     pub fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|(k, eq, v)| {
-            let actual = get_path(obj, k).map(scalar_string).unwrap_or_default();
+            // Upstream's field sets write a bool the object leaves unset as "false"
+            // (`spec.unschedulable==false` selects every schedulable Node).
+            let actual = get_path(obj, k).map(scalar_string).unwrap_or_else(|| {
+                if v == "false" {
+                    v.clone()
+                } else {
+                    String::new()
+                }
+            });
             (actual == *v) == *eq
         })
     }

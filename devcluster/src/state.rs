@@ -14,6 +14,16 @@ pub struct State {
     pub store: Store,
     /// When each Pod was created, for the simulated kubelet (with workloads only).
     pub pod_births: Option<Arc<crate::workloads::PodBirths>>,
+    /// Bearer tokens issued by TokenRequest (and to test clients).
+    pub tokens: crate::auth::Tokens,
+}
+
+/// Who may do what, and what is written down about it.
+#[derive(Debug, Default)]
+pub struct Access {
+    pub authz: bool,
+    pub admin_token: String,
+    pub audit: Option<crate::auth::AuditLog>,
 }
 
 #[derive(Debug)]
@@ -26,6 +36,12 @@ pub struct Shared {
     pub openapi: Mutex<crate::openapi::Cache>,
     /// `None` serves every request faithfully.
     pub faults: Option<crate::faults::Injector>,
+    /// Authentication and RBAC enforced (`Config::authz`).
+    pub authz: bool,
+    /// The kubeconfig user's bearer token: `system:masters`.
+    pub admin_token: String,
+    /// One JSON line per request (`Config::audit`).
+    pub audit: Option<crate::auth::AuditLog>,
 }
 
 impl Shared {
@@ -34,6 +50,7 @@ impl Shared {
         bookmark_interval: Duration,
         shutdown: tokio::sync::watch::Receiver<bool>,
         faults: Option<crate::faults::Injector>,
+        access: Access,
     ) -> Arc<Self> {
         Arc::new(Shared {
             state: Mutex::new(state),
@@ -42,6 +59,9 @@ impl Shared {
             watch_reset: tokio::sync::watch::Sender::new(0),
             openapi: Mutex::new(crate::openapi::Cache::default()),
             faults,
+            authz: access.authz,
+            admin_token: access.admin_token,
+            audit: access.audit,
         })
     }
 

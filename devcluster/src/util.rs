@@ -204,3 +204,37 @@ pub fn strings(v: Option<&Value>) -> Vec<String> {
 pub fn finalizers(obj: &Value) -> Vec<String> {
     strings(meta(obj).and_then(|m| m.get("finalizers")))
 }
+
+/// The keys a real API server writes first, in its order (Go struct order); the rest follow
+/// alphabetically. A client reporting a decode error's column, or a human reading raw output,
+/// sees the familiar layout.
+const LEADING_KEYS: &[&str] = &["kind", "apiVersion", "metadata", "spec", "status"];
+
+/// JSON of `v` with an object's leading keys first (nested objects stay in map order).
+pub fn to_vec_ordered(v: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_ordered(&mut out, v);
+    out
+}
+
+/// Appends `v` as [`to_vec_ordered`] writes it.
+pub fn write_ordered(out: &mut Vec<u8>, v: &Value) {
+    let Value::Object(map) = v else {
+        let _ = serde_json::to_writer(&mut *out, v);
+        return;
+    };
+    out.push(b'{');
+    let leading = LEADING_KEYS.iter().filter_map(|k| map.get_key_value(*k));
+    let rest = map
+        .iter()
+        .filter(|(k, _)| !LEADING_KEYS.contains(&k.as_str()));
+    for (i, (k, val)) in leading.chain(rest).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut *out, val);
+    }
+    out.push(b'}');
+}

@@ -81,9 +81,11 @@ impl Encoder {
         } else {
             versioned(&self.info, &self.version, obj)
         };
-        let mut out =
-            serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
-        out.push(b'\n');
+        let mut out = serde_json::to_vec(&json!({"type": type_})).unwrap_or_default();
+        out.pop(); // the closing brace: the object follows, its leading keys first
+        out.extend_from_slice(b",\"object\":");
+        crate::util::write_ordered(&mut out, &object);
+        out.extend_from_slice(b"}\n");
         Bytes::from(out)
     }
 

@@ -405,3 +405,261 @@ async fn kubectl_generators_that_send_protobuf_are_understood() {
     assert_eq!(sec.get("s").await.unwrap().data.unwrap()["k"].0, b"v");
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn kubectl_creates_rbac_batch_and_networking_objects_from_protobuf() {
+    let (cluster, _client) = start().await;
+    let k = Kubectl::new(&cluster, "generators2");
+    k.ok(&["create", "namespace", "f"]).await;
+    for args in [
+        &[
+            "create",
+            "clusterrole",
+            "viewer",
+            "--verb=get,list",
+            "--resource=pods",
+        ][..],
+        &[
+            "create",
+            "clusterrolebinding",
+            "vb",
+            "--clusterrole=viewer",
+            "--user=alice",
+        ],
+        &[
+            "create",
+            "role",
+            "r",
+            "-n",
+            "f",
+            "--verb=get",
+            "--resource=secrets",
+        ],
+        &[
+            "create",
+            "rolebinding",
+            "rb",
+            "-n",
+            "f",
+            "--clusterrole=viewer",
+            "--serviceaccount=f:default",
+        ],
+        &[
+            "create",
+            "cronjob",
+            "nightly",
+            "-n",
+            "f",
+            "--image=busybox",
+            "--schedule=0 1 * * *",
+            "--",
+            "true",
+        ],
+        &["create", "job", "once", "-n", "f", "--from=cronjob/nightly"],
+        &[
+            "create",
+            "ingress",
+            "ing",
+            "-n",
+            "f",
+            "--rule=foo.com/bar=svc1:8080",
+        ],
+        &[
+            "create",
+            "poddisruptionbudget",
+            "p",
+            "-n",
+            "f",
+            "--selector=app=web",
+            "--min-available=1",
+        ],
+        &["create", "quota", "q", "-n", "f", "--hard=cpu=1,pods=2"],
+        &["create", "priorityclass", "high", "--value=1000"],
+        &[
+            "create",
+            "deployment",
+            "zero",
+            "-n",
+            "f",
+            "--image=nginx",
+            "--replicas=0",
+        ],
+    ] {
+        assert!(
+            k.ok(args).await.contains("created"),
+            "kubectl {}",
+            args.join(" ")
+        );
+    }
+    let rules = k
+        .ok(&[
+            "get",
+            "clusterrole",
+            "viewer",
+            "-o",
+            "jsonpath={.rules[0].verbs}",
+        ])
+        .await;
+    assert_eq!(rules, r#"["get","list"]"#);
+    let subject = k
+        .ok(&[
+            "get",
+            "rolebinding",
+            "rb",
+            "-n",
+            "f",
+            "-o",
+            "jsonpath={.subjects[0].name}/{.roleRef.name}",
+        ])
+        .await;
+    assert_eq!(subject, "default/viewer");
+    let owner = k
+        .ok(&[
+            "get",
+            "job",
+            "once",
+            "-n",
+            "f",
+            "-o",
+            "jsonpath={.metadata.ownerReferences[0].name}",
+        ])
+        .await;
+    assert_eq!(owner, "nightly");
+    // An embedded Go struct (IngressRule's IngressRuleValue) is inlined, as in JSON.
+    let backend = k
+        .ok(&[
+            "get",
+            "ingress",
+            "ing",
+            "-n",
+            "f",
+            "-o",
+            "jsonpath={.spec.rules[0].http.paths[0].backend.service.port.number}",
+        ])
+        .await;
+    assert_eq!(backend, "8080");
+    let replicas = k
+        .ok(&[
+            "get",
+            "deploy",
+            "zero",
+            "-n",
+            "f",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+        .await;
+    assert_eq!(
+        replicas, "0",
+        "an explicit zero survives the protobuf decoding"
+    );
+}
+
+#[tokio::test]
+async fn kubectl_autoscale_creates_an_autoscaler_readable_in_v1_and_v2() {
+    let (cluster, _client) = start().await;
+    let k = Kubectl::new(&cluster, "autoscale");
+    k.ok(&["create", "deployment", "web", "--image=nginx:1"])
+        .await;
+    assert!(
+        k.ok(&[
+            "autoscale",
+            "deployment",
+            "web",
+            "--min=1",
+            "--max=4",
+            "--cpu-percent=70"
+        ])
+        .await
+        .contains("autoscaled")
+    );
+    let v2 = k
+        .ok(&[
+            "get",
+            "hpa.v2.autoscaling",
+            "web",
+            "-o",
+            "jsonpath={.spec.metrics[0].resource.target.averageUtilization}",
+        ])
+        .await;
+    assert_eq!(v2, "70");
+}
+
+#[tokio::test]
+async fn kubectl_rollout_history_and_undo_follow_revisions() {
+    let (cluster, _client) = start_with(devcluster::Config::with_workloads(
+        std::time::Duration::from_millis(50),
+    ))
+    .await;
+    let k = Kubectl::new(&cluster, "rollout");
+    k.ok(&["create", "deployment", "web", "--image=nginx:1"])
+        .await;
+    k.ok(&["rollout", "status", "deploy/web", "--timeout=30s"])
+        .await;
+    k.ok(&["set", "image", "deploy/web", "nginx=nginx:2"]).await;
+    k.ok(&["rollout", "status", "deploy/web", "--timeout=30s"])
+        .await;
+    let history = k.ok(&["rollout", "history", "deploy/web"]).await;
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+    assert!(
+        k.ok(&["rollout", "undo", "deploy/web"])
+            .await
+            .contains("rolled back")
+    );
+    k.ok(&["rollout", "status", "deploy/web", "--timeout=30s"])
+        .await;
+    let image = k
+        .ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(image, "nginx:1");
+    let revision = k
+        .ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+        ])
+        .await;
+    assert_eq!(
+        revision, "3",
+        "the rolled-back template takes the next revision"
+    );
+}
+
+#[tokio::test]
+async fn kubectl_auth_can_i_logs_and_exec_answer() {
+    let (cluster, _client) = start_with(devcluster::Config::with_workloads(
+        std::time::Duration::from_millis(20),
+    ))
+    .await;
+    let k = Kubectl::new(&cluster, "authlogs");
+    assert_eq!(
+        k.ok(&["auth", "can-i", "create", "deployments"])
+            .await
+            .trim(),
+        "yes"
+    );
+    k.ok(&["run", "p", "--image=nginx"]).await;
+    k.ok(&["wait", "--for=condition=Ready", "pod/p", "--timeout=30s"])
+        .await;
+    let logs = k.ok(&["logs", "p"]).await;
+    assert!(logs.contains("started container p"), "{logs}");
+    let out = k.run(&["exec", "p", "--", "ls"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("simulated node"), "{err}");
+    let token = k.ok(&["create", "token", "default"]).await;
+    assert_eq!(token.trim().split('.').count(), 3, "{token}");
+}

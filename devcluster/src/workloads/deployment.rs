@@ -1,12 +1,16 @@
 //! The Deployment controller: one ReplicaSet per pod template (named by the template's hash),
 //! rolled over with the RollingUpdate strategy's maxSurge / maxUnavailable (or Recreate), and
-//! a status summing the ReplicaSets'.
+//! a status summing the ReplicaSets'. Revisions are kept as the real controller keeps them:
+//! each ReplicaSet's `deployment.kubernetes.io/revision` (one above the highest of the others
+//! when its template becomes current again, the older number kept in `revision-history`),
+//! the Deployment's the current set's, and at most `revisionHistoryLimit` scaled-down old
+//! sets, so `kubectl rollout history` and `rollout undo` work.
 
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -54,6 +58,25 @@ fn resolve(value: Option<&IntOrString>, desired: i32, round_up: bool) -> i32 {
     }
 }
 
+pub(crate) const REVISION: &str = "deployment.kubernetes.io/revision";
+const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
+/// Deployment annotations the controller does not copy onto its ReplicaSets (upstream's list).
+const NOT_COPIED: &[&str] = &[
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION,
+    REVISION_HISTORY,
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+];
+
+fn revision(rs: &ReplicaSet) -> i64 {
+    rs.annotations()
+        .get(REVISION)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
 fn rs_replicas(rs: &ReplicaSet) -> i32 {
     rs.spec.replicas.unwrap_or(0)
 }
@@ -86,6 +109,7 @@ async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Wor
         .filter(|rs| controlled_by(rs, deploy.as_ref()))
         .collect();
     let (new, old): (Vec<_>, Vec<_>) = owned.into_iter().partition(|rs| rs.name_any() == new_name);
+    let next_revision = old.iter().map(revision).max().unwrap_or(0) + 1;
     let old_total: i32 = old.iter().map(rs_replicas).sum();
     let old_ready: i32 = old.iter().map(rs_ready).sum();
 
@@ -135,9 +159,16 @@ async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Wor
             sel.match_labels
                 .get_or_insert_with(Default::default)
                 .insert("pod-template-hash".to_owned(), hash.clone());
+            let mut annotations: std::collections::BTreeMap<String, String> = deploy
+                .annotations()
+                .iter()
+                .filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            annotations.insert(REVISION.to_owned(), next_revision.to_string());
             let rs: ReplicaSet = serde_json::from_value(json!({
                 "metadata": {"name": new_name, "namespace": ns, "labels": labels,
-                             "ownerReferences": [owner]},
+                             "annotations": annotations, "ownerReferences": [owner]},
                 "spec": {"replicas": target_new, "selector": sel, "template": template},
             }))
             .map_err(|e| api_error("build", "ReplicaSet", &new_name)(kube::Error::SerdeError(e)))?;
@@ -158,6 +189,13 @@ async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Wor
         }
         Some(_) => {}
     }
+
+    if let Some(current) = new.first() {
+        set_revisions(&ctx, &deploy, current, next_revision).await?;
+    } else if deploy.annotations().get(REVISION) != Some(&next_revision.to_string()) {
+        annotate_revision(&ctx, &deploy, next_revision).await?;
+    }
+    prune_history(&ctx, &deploy, &old).await?;
 
     // Scale old ReplicaSets down only as far as availability allows.
     let min_available = desired - max_unavailable;
@@ -228,4 +266,93 @@ async fn reconcile(deploy: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Wor
             .map_err(api_error("update status of", "Deployment", &name))?;
     }
     Ok(Action::await_change())
+}
+
+/// A template that is current again (a rollback) takes the next revision, keeping its older
+/// number in `revision-history`; the Deployment carries its current set's revision.
+async fn set_revisions(
+    ctx: &Ctx,
+    deploy: &Deployment,
+    current: &ReplicaSet,
+    next_revision: i64,
+) -> Result<(), WorkloadError> {
+    let mut rev = revision(current);
+    if rev < next_revision {
+        let name = current.name_any();
+        let mut history: Vec<String> = current
+            .annotations()
+            .get(REVISION_HISTORY)
+            .map(|h| h.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        if rev > 0 {
+            history.push(rev.to_string());
+        }
+        let mut annotations = serde_json::Map::new();
+        annotations.insert(REVISION.into(), json!(next_revision.to_string()));
+        if !history.is_empty() {
+            annotations.insert(REVISION_HISTORY.into(), json!(history.join(",")));
+        }
+        let api: Api<ReplicaSet> =
+            Api::namespaced(ctx.client.clone(), &current.namespace().unwrap_or_default());
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+        )
+        .await
+        .map_err(api_error("set the revision of", "ReplicaSet", &name))?;
+        rev = next_revision;
+    }
+    if deploy.annotations().get(REVISION) != Some(&rev.to_string()) {
+        annotate_revision(ctx, deploy, rev).await?;
+    }
+    Ok(())
+}
+
+async fn annotate_revision(ctx: &Ctx, deploy: &Deployment, rev: i64) -> Result<(), WorkloadError> {
+    let name = deploy.name_any();
+    let api: Api<Deployment> =
+        Api::namespaced(ctx.client.clone(), &deploy.namespace().unwrap_or_default());
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {REVISION: rev.to_string()}}})),
+    )
+    .await
+    .map_err(api_error("set the revision of", "Deployment", &name))?;
+    Ok(())
+}
+
+/// Old sets that are fully scaled down, beyond `revisionHistoryLimit` (default 10), go,
+/// oldest revision first.
+async fn prune_history(
+    ctx: &Ctx,
+    deploy: &Deployment,
+    old: &[ReplicaSet],
+) -> Result<(), WorkloadError> {
+    let limit = usize::try_from(deploy.spec.revision_history_limit.unwrap_or(10)).unwrap_or(0);
+    let mut idle: Vec<&ReplicaSet> = old
+        .iter()
+        .filter(|rs| {
+            rs_replicas(rs) == 0
+                && rs.status.as_ref().map_or(0, |s| s.replicas) == 0
+                && rs.metadata.deletion_timestamp.is_none()
+        })
+        .collect();
+    if idle.len() <= limit {
+        return Ok(());
+    }
+    idle.sort_by_key(|rs| revision(rs));
+    let excess = idle.len() - limit;
+    for rs in idle.into_iter().take(excess) {
+        let name = rs.name_any();
+        let api: Api<ReplicaSet> =
+            Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if super::has_code(&e, 404) => {}
+            Err(e) => return Err(api_error("prune", "ReplicaSet", &name)(e)),
+        }
+    }
+    Ok(())
 }
