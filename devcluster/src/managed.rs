@@ -497,6 +497,26 @@ pub fn apply(
             || new_fields.iter().any(under);
         if !owned_elsewhere && !is_key_field(p) {
             remove_path(&mut merged, p);
+            // A struct left empty goes too, as with a real server: `cache: {name: x}`
+            // applied once and then left out must not stay behind as `cache: {}`, which a
+            // schema with required fields would then refuse.
+            for depth in (1..prefix.len()).rev() {
+                let parent = &prefix[..depth];
+                if parent.last().is_some_and(|t| !t.starts_with("f:")) {
+                    break;
+                }
+                let still_owned = list
+                    .iter()
+                    .filter(|e| !(e.manager == manager && e.operation == "Apply"))
+                    .any(|e| e.fields.iter().any(|q| q.starts_with(parent)))
+                    || new_fields.iter().any(|q| q.starts_with(parent));
+                let empty = resolve(&merged, parent)
+                    .is_some_and(|v| v.as_object().is_some_and(Map::is_empty));
+                if still_owned || !empty {
+                    break;
+                }
+                remove_path(&mut merged, parent);
+            }
         }
     }
     let e = entry_mut(&mut list, manager, "Apply", sub, &info.api_version(version));

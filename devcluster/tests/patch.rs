@@ -233,3 +233,32 @@ async fn server_side_apply_keeps_list_items_another_manager_still_owns_part_of()
     assert_eq!(env, ["A"], "env B was alice's alone, so it goes");
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn server_side_apply_removes_a_struct_its_manager_dropped_entirely() {
+    let (cluster, client) = start().await;
+    namespace(&client, "ssa-struct").await;
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "ssa-struct");
+    let with = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"dnsConfig": {"nameservers": ["10.0.0.10"]},
+                                       "containers": [{"name": "main", "image": "main:1"}]}}}});
+    api.patch("web", &PatchParams::apply("alice"), &Patch::Apply(&with))
+        .await
+        .unwrap();
+    // The same configuration without the struct: it goes whole, not as `dnsConfig: {}`
+    // (a schema with required fields would refuse the empty struct the operator found).
+    let mut without = with.clone();
+    without["spec"]["template"]["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("dnsConfig");
+    api.patch("web", &PatchParams::apply("alice"), &Patch::Apply(&without))
+        .await
+        .unwrap();
+    let raw = api.get("web").await.unwrap();
+    let pod = serde_json::to_value(raw.spec.template.spec.unwrap()).unwrap();
+    assert!(pod.get("dnsConfig").is_none(), "{pod}");
+    cluster.shutdown().await;
+}

@@ -175,8 +175,12 @@ pub struct Readings {
 
 impl Readings {
     pub fn set(&self, service: &str, metric: MetricType, reading: MetricReading) {
+        self.set_in(NS, service, metric, reading);
+    }
+
+    pub fn set_in(&self, ns: &str, service: &str, metric: MetricType, reading: MetricReading) {
         self.lock()
-            .insert((NS.to_owned(), service.to_owned(), metric), reading);
+            .insert((ns.to_owned(), service.to_owned(), metric), reading);
     }
 
     pub fn clear(&self) {
