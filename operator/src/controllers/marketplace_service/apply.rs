@@ -36,6 +36,7 @@ pub async fn apply(
     existing: Option<&Deployment>,
     autoscaled: bool,
     min_replicas: u32,
+    has_budget: bool,
 ) -> Result<Applied, Error> {
     let name = children
         .deployment
@@ -105,7 +106,7 @@ pub async fn apply(
                     source,
                 })?;
         }
-        None => match budgets.delete(&name, &DeleteParams::default()).await {
+        None if has_budget => match budgets.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(source) => {
@@ -115,6 +116,7 @@ pub async fn apply(
                 });
             }
         },
+        None => {}
     }
     Ok(Applied { deployment })
 }

@@ -53,6 +53,9 @@ pub struct State {
     trigger: Trigger,
     services: Services,
     tiers: reflector::Store<GuardedTier>,
+    /// The PodDisruptionBudgets the services own: a reconcile deletes one only when it is
+    /// there, rather than sending a DELETE that answers 404 on every reconcile.
+    budgets: reflector::Store<PodDisruptionBudget>,
 }
 
 type GuardedTier = DeserializeGuard<CacheTier>;
@@ -84,13 +87,19 @@ pub async fn run(
     // Only our children: at scale, watching every Deployment of the cluster would cost
     // memory for objects this controller never reads.
     let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
+    let (budgets, budget_writer) = reflector::store();
+    let budget_events = watcher(Api::<PodDisruptionBudget>::all(client.clone()), ours.clone())
+        .backoff(WatchBackoff::default())
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(budget_writer)
+        .touched_objects();
     let (trigger, triggered) = futures::channel::mpsc::unbounded();
     let (tiers, tier_changes) = watch_tiers(client.clone());
     let users_of = reader.clone();
     let controller = Controller::for_stream(services, reader)
         .owns(Api::<Deployment>::all(client.clone()), ours.clone())
         .owns(Api::<Service>::all(client.clone()), ours.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), ours)
+        .owns_stream(budget_events)
         .reconcile_on(triggered)
         .watches_stream(tier_changes, move |tier| users_of_tier(&users_of, &tier))
         .trigger_backoff(WatchBackoff::default())
@@ -102,6 +111,7 @@ pub async fn run(
         trigger,
         services: controller.store(),
         tiers,
+        budgets,
     });
     controller
         .run(reconcile, error_policy, state.clone())
@@ -176,6 +186,10 @@ async fn reconcile(obj: Arc<Guarded>, state: Arc<State>) -> Result<Action, Error
         existing.as_ref(),
         v.scaling.is_some(),
         min_replicas,
+        state
+            .budgets
+            .get(&ObjectRef::new(&name).within(&ns))
+            .is_some(),
     )
     .await?;
     let replicas = Replicas::of(&applied.deployment);
