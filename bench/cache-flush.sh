@@ -4,7 +4,7 @@
 # redis-server (no persistence) so the machine's Redis is left alone, then runs
 # operator/examples/cache_flush.rs, which measures both ways on the same data with a PING
 # probe every millisecond on a connection of its own.
-# Usage: bench/cache-flush.sh [--keys 1000000] [--port 6390]
+# Usage: bench/cache-flush.sh [--keys 1000000] [--port 6390] [--batch 1000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=6390

@@ -3,7 +3,7 @@
 //! Redis's command latency sampled alongside by a separate client (a PING every
 //! millisecond), as a service sharing the tier would see it.
 //!
-//! Usage: cache_flush [--port 6390] [--keys 1000000]
+//! Usage: cache_flush [--port 6390] [--keys 1000000] [--batch 1000]
 
 use std::time::{Duration, Instant};
 
@@ -104,6 +104,7 @@ async fn report(
 async fn main() {
     let port = arg("--port", 6390) as u16;
     let keys = arg("--keys", 1_000_000);
+    let batch = arg("--batch", BATCH as u64) as usize;
     let mut c = connect(port).await;
     println!(
         "{keys} keys under cart: among {} (redis-server on 127.0.0.1:{port})",
@@ -130,12 +131,18 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let progress = flush::progress_key("bench", "1");
-    let done = flush::flush_prefix(&mut admin, &progress, "cart:", BATCH, None)
+    let done = flush::flush_prefix(&mut admin, &progress, "cart:", batch, None)
         .await
         .expect("flush");
     let elapsed = started.elapsed();
     let _ = stop.send(());
-    report("SCAN + UNLINK (ours)", elapsed, done.removed, samples).await;
+    report(
+        &format!("SCAN {batch} + UNLINK"),
+        elapsed,
+        done.removed,
+        samples,
+    )
+    .await;
     let left: u64 = redis::cmd("DBSIZE")
         .query_async(&mut c)
         .await

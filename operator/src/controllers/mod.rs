@@ -309,7 +309,6 @@ where
     .await;
 }
 
-
 /// An error and its causes on one line, for logs, Events and conditions.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

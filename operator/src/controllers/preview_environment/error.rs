@@ -107,7 +107,8 @@ impl Error {
     /// Whether the API server refused the write as invalid (a 4xx other than a conflict,
     /// throttling or a race): retrying the same write cannot help, the user must act.
     pub fn is_rejected(&self) -> bool {
-        self.source_api().is_some_and(crate::controllers::is_rejected)
+        self.source_api()
+            .is_some_and(crate::controllers::is_rejected)
     }
 
     /// Whether this only says "not yet": retried soon, neither logged as a failure nor

@@ -60,10 +60,7 @@ type Guarded = DeserializeGuard<PreviewEnvironment>;
 
 /// Runs the controller until `shutdown` resolves. Returns once every in-flight reconcile
 /// has finished.
-pub async fn run(
-    ctx: Arc<Context>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let (reader, writer) = reflector::store();
     // Every change counts, not only a new generation: the finalizer's addition and the
