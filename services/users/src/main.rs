@@ -1,0 +1,22 @@
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    service_kit::install_crypto_provider();
+    service_kit::init_tracing();
+    let result = service_kit::run_service(
+        users::SERVICE,
+        users::PEERS,
+        &users::MIGRATOR,
+        |kit| Ok(users::router(kit.clone())),
+        |_| async {},
+    )
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", service_kit::report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
