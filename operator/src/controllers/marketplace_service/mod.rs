@@ -88,11 +88,14 @@ pub async fn run(
     // memory for objects this controller never reads.
     let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
     let (budgets, budget_writer) = reflector::store();
-    let budget_events = watcher(Api::<PodDisruptionBudget>::all(client.clone()), ours.clone())
-        .backoff(WatchBackoff::default())
-        .modify(|o| o.managed_fields_mut().clear())
-        .reflect(budget_writer)
-        .touched_objects();
+    let budget_events = watcher(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        ours.clone(),
+    )
+    .backoff(WatchBackoff::default())
+    .modify(|o| o.managed_fields_mut().clear())
+    .reflect(budget_writer)
+    .touched_objects();
     let (trigger, triggered) = futures::channel::mpsc::unbounded();
     let (tiers, tier_changes) = watch_tiers(client.clone());
     let users_of = reader.clone();
@@ -175,6 +178,18 @@ async fn reconcile(obj: Arc<Guarded>, state: Arc<State>) -> Result<Action, Error
     };
 
     // build, apply
+    // Until the tiers are listed, "no such tier" would be a guess: built on it, the
+    // Deployment would lose its cache settings, then roll again to get them back.
+    if v.cache.is_some()
+        && tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            state.tiers.wait_until_ready(),
+        )
+        .await
+        .is_err()
+    {
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
     let peers = resolve_peers(&state.services, &v);
     let (cache, cache_ready) = resolve_cache(&state.tiers, &v);
     let children = build::build(&v, &peers, cache.as_ref());
