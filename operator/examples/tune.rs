@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let args = SimulateArgs {
             trace: None,
             synthetic: None,
+            seed: 1,
             policy: None,
             startup_seconds: get("startup").unwrap_or(30.0),
             capacity_rps: None,

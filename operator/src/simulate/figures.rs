@@ -192,6 +192,12 @@ impl<'a> Accumulator<'a> {
 
     /// One step: `load` over [i·dt, (i+1)·dt) against `ready` serving replicas, paying for `replicas`.
     pub fn step(&mut self, i: usize, load: f64, ready: u32, replicas: u32) {
+        self.step_paying(i, load, ready, f64::from(replicas));
+    }
+
+    /// `step` where the replicas paid for may be fractional: a replica warming up for part
+    /// of the step (the oracle's, when the start-up is not a whole number of steps).
+    pub fn step_paying(&mut self, i: usize, load: f64, ready: u32, paid: f64) {
         let dt = self.dt;
         self.steps += 1;
         let capacity = f64::from(ready) * self.model.capacity_rps;
@@ -201,8 +207,8 @@ impl<'a> Accumulator<'a> {
             self.f.unserved_requests += (load - capacity) * dt;
             self.b_uc += dt;
         }
-        self.f.replica_seconds += f64::from(replicas) * dt;
-        self.f.peak_replicas = self.f.peak_replicas.max(replicas);
+        self.f.replica_seconds += paid * dt;
+        self.f.peak_replicas = self.f.peak_replicas.max(paid.ceil() as u32);
         while let Some(&(_, end, _)) = self.bursts.intervals.get(self.next_burst) {
             if i >= end {
                 self.next_burst += 1;
@@ -213,13 +219,13 @@ impl<'a> Accumulator<'a> {
         if let Some(&(start, _, base)) = self.bursts.intervals.get(self.next_burst)
             && i >= start
         {
-            self.burst_excess += f64::from(replicas.saturating_sub(base)) * dt;
+            self.burst_excess += (paid - f64::from(base)).max(0.0) * dt;
         }
         self.b_load += load;
         self.b_load_max = self.b_load_max.max(load);
         self.b_cap += capacity;
         self.b_cap_min = self.b_cap_min.min(capacity);
-        self.b_rep += f64::from(replicas);
+        self.b_rep += paid;
         self.b_n += 1;
         if self.b_n == self.bucket {
             self.flush();

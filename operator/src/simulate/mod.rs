@@ -38,31 +38,34 @@ pub struct SimulateArgs {
     /// Generate a synthetic trace instead of reading one.
     #[arg(long, value_enum)]
     pub synthetic: Option<Synthetic>,
+    /// Which week `--synthetic marketplace` generates (other shapes are fixed).
+    #[arg(long, default_value_t = 1, requires = "synthetic")]
+    pub seed: u64,
     /// A MarketplaceService YAML whose `spec.scaling` is the policy under test (default: the
     /// recommended scaling block, see `default_scaling_spec`).
     #[arg(long, value_name = "FILE.yaml")]
     pub policy: Option<PathBuf>,
     /// Seconds from a scale-up decision until the new replica serves.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
     pub startup_seconds: f64,
     /// Requests/s at which one replica saturates (default: the trace's peak needs 40
     /// replicas at the target utilization).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub capacity_rps: Option<f64>,
     /// Fraction of capacity every policy targets per replica.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, allow_negative_numbers = true)]
     pub target_utilization: f64,
     /// Simulation step, in seconds.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub step_seconds: f64,
     /// Prometheus scrape interval, in seconds.
-    #[arg(long, default_value_t = 15.0)]
+    #[arg(long, default_value_t = 15.0, allow_negative_numbers = true)]
     pub scrape_interval_seconds: f64,
-    /// maxReplicas of the baselines and of the default policy.
-    #[arg(long, default_value_t = 200)]
+    /// maxReplicas of the baselines, the oracle and the default policy (at least 1).
+    #[arg(long, default_value_t = 200, allow_negative_numbers = true)]
     pub max_replicas: u32,
     /// Unix time of the trace's first row (matters only to scheduled floors).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub start_unix_seconds: f64,
     /// Write the figures as JSON here.
     #[arg(long, value_name = "OUT.json")]
@@ -241,10 +244,20 @@ pub fn simulate(
 }
 
 /// The model for a trace: capacity sized so the peak needs 40 replicas unless given.
+/// Each flag is checked before anything is derived from it, so an error names the flag the
+/// user got wrong, not the capacity computed from it.
 pub fn model_for(trace: &Trace, args: &SimulateArgs) -> Result<Model, ModelError> {
+    let u = args.target_utilization;
+    if !(u > 0.0 && u <= 1.0) {
+        return Err(ModelError::Utilization(u));
+    }
+    if args.max_replicas == 0 {
+        return Err(ModelError::MaxReplicas);
+    }
     let capacity_rps = match args.capacity_rps {
         Some(c) => c,
-        None => trace.peak() / (40.0 * args.target_utilization),
+        None if trace.peak() > 0.0 => trace.peak() / (40.0 * u),
+        None => return Err(ModelError::NoLoad),
     };
     let model = Model {
         capacity_rps,
@@ -253,7 +266,7 @@ pub fn model_for(trace: &Trace, args: &SimulateArgs) -> Result<Model, ModelError
         scrape_interval_seconds: args.scrape_interval_seconds,
         step_seconds: args.step_seconds,
         min_replicas: 1,
-        max_replicas: args.max_replicas.max(1),
+        max_replicas: args.max_replicas,
         start_unix_seconds: args.start_unix_seconds,
     };
     model.validate()?;
@@ -291,7 +304,10 @@ pub use crate::scaling::default_scaling_spec;
 pub fn run(args: SimulateArgs) -> Result<Results, SimulateError> {
     let (trace, source) = match (&args.trace, args.synthetic) {
         (Some(path), _) => (Trace::from_csv_file(path)?, path.display().to_string()),
-        (None, Some(shape)) => (shape.generate(), format!("synthetic {shape:?}")),
+        (None, Some(shape)) => (
+            shape.generate_seeded(args.seed),
+            format!("synthetic {shape:?}, seed {}", args.seed),
+        ),
         (None, None) => return Err(SimulateError::NoTrace),
     };
     let model = model_for(&trace, &args)?;
@@ -317,12 +333,24 @@ pub fn run(args: SimulateArgs) -> Result<Results, SimulateError> {
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&results)?;
         write(path, &text)?;
+        written("JSON", path)?;
     }
     if let Some(path) = &args.report {
         let html = report::html(&results)?;
         write(path, &html)?;
+        written("report", path)?;
     }
     Ok(results)
+}
+
+/// Tells the user where an output went (the path as given, so it can be pasted back).
+fn written(what: &str, path: &std::path::Path) -> Result<(), SimulateError> {
+    crate::output::print(&format!("{what} written to {}\n", path.display())).map_err(|source| {
+        SimulateError::Write {
+            path: "stdout".to_owned(),
+            source,
+        }
+    })
 }
 
 fn write(path: &std::path::Path, text: &str) -> Result<(), SimulateError> {
@@ -340,6 +368,7 @@ mod tests {
         SimulateArgs {
             trace: None,
             synthetic: Some(Synthetic::Step),
+            seed: 1,
             policy: None,
             startup_seconds: 30.0,
             capacity_rps: None,
@@ -409,6 +438,41 @@ mod tests {
     }
 
     #[test]
+    fn the_oracle_pays_warm_up_at_the_real_start_up_not_a_whole_step() {
+        // 1 replica's worth, then 10: the 9 new replicas start 30 s before the second
+        // minute, so they cost 9 × 30 s, not 9 × 60 s (the step).
+        let trace = Trace {
+            name: "jump".into(),
+            step: 60.0,
+            rates: vec![7.0, 70.0],
+        };
+        let model = Model {
+            capacity_rps: 10.0,
+            target_utilization: 0.7,
+            startup_seconds: 30.0,
+            scrape_interval_seconds: 15.0,
+            step_seconds: 60.0,
+            min_replicas: 1,
+            max_replicas: 200,
+            start_unix_seconds: 0.0,
+        };
+        let r = simulate(
+            &trace,
+            "t",
+            &model,
+            &[("oracle".to_string(), Controller::Oracle)],
+            &|_| {},
+        )
+        .expect("replays");
+        let f = &r.get("oracle").expect("oracle").figures;
+        assert!(
+            (f.replica_seconds - (60.0 + 9.0 * 30.0 + 600.0)).abs() < 1e-6,
+            "{f:?}"
+        );
+        assert_eq!(f.under_capacity_seconds, 0.0);
+    }
+
+    #[test]
     fn zero_capacity_is_an_error_not_a_panic() {
         let trace = Synthetic::Step.generate();
         let err = model_for(
@@ -428,9 +492,11 @@ mod tests {
         assert!(html.starts_with("<!doctype html>"));
         assert_eq!(
             html.matches("<svg").count(),
-            10,
-            "a zoom and an overview per policy"
+            12,
+            "a zoom and an overview per policy, and the policy's one shortfall (the step's \
+             onset) plotted for the policy and the hpa"
         );
+        assert!(html.contains("Where the policy fell short"));
         assert!(!html.contains("<script") && !html.contains("src=\"http"));
     }
 }

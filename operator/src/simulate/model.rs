@@ -42,6 +42,13 @@ pub enum ModelError {
     Utilization(f64),
     #[error("--startup-seconds must be ≥ 0, got {0}")]
     Startup(f64),
+    #[error("--max-replicas must be at least 1 (every policy and the oracle are bounded by it)")]
+    MaxReplicas,
+    #[error(
+        "the trace carries no load (every rate is 0), so there is no peak to size a replica from; \
+         pass --capacity-rps"
+    )]
+    NoLoad,
     #[error("a replay thread panicked")]
     Panicked,
     #[error("policy {name}: {error}")]
@@ -69,6 +76,9 @@ impl Model {
         }
         if !(self.startup_seconds.is_finite() && self.startup_seconds >= 0.0) {
             return Err(ModelError::Startup(self.startup_seconds));
+        }
+        if self.max_replicas == 0 {
+            return Err(ModelError::MaxReplicas);
         }
         Ok(())
     }
@@ -220,42 +230,70 @@ fn replay_engine(
     })
 }
 
+/// The maximum of `need` over [i, i + ahead] for increasing i, by a monotonic deque.
+#[derive(Default)]
+struct MaxAhead {
+    window: VecDeque<(usize, u32)>,
+    pushed: usize,
+}
+
+impl MaxAhead {
+    fn max_over(&mut self, need: &[u32], i: usize, ahead: usize) -> u32 {
+        while self.pushed < need.len() && self.pushed <= i + ahead {
+            let v = need[self.pushed];
+            while self.window.back().is_some_and(|&(_, w)| w <= v) {
+                self.window.pop_back();
+            }
+            self.window.push_back((self.pushed, v));
+            self.pushed += 1;
+        }
+        while self.window.front().is_some_and(|&(j, _)| j < i) {
+            self.window.pop_front();
+        }
+        self.window.front().map_or(need[i], |&(_, v)| v)
+    }
+}
+
 fn replay_oracle(
     trace: &Trace,
     model: &Model,
     bursts: &Bursts,
     progress: &mut dyn FnMut(u64),
 ) -> Replay {
-    // A replica created `lead` steps before step i is ready at step i.
-    let lead = (model.startup_seconds / model.step_seconds - 1e-9)
-        .ceil()
-        .max(0.0) as usize;
-    let need: Vec<u32> = trace.rates.iter().map(|&r| model.needed(r)).collect();
-    // Replicas alive at step i: the most any step in [i, i + lead] needs, since a replica
-    // ready at step j was created `lead` steps before. A monotonic deque keeps the max.
-    let mut window: VecDeque<(usize, u32)> = VecDeque::new();
+    // A replica is paid from one start-up before it serves, at the real start-up time: the
+    // whole steps of it by a look-ahead of `lead` steps, the remainder (`frac` of a step) by
+    // paying that share of the step after, so a 30 s start-up on a 60 s step costs 30 s,
+    // not a whole step.
+    let ahead = (model.startup_seconds / model.step_seconds).max(0.0);
+    let lead = (ahead + 1e-9).floor() as usize;
+    let frac = (ahead - lead as f64).max(0.0);
+    let frac = if frac < 1e-9 { 0.0 } else { frac };
+    // Foresight, not more replicas: the oracle has the same maxReplicas as every policy.
+    let need: Vec<u32> = trace
+        .rates
+        .iter()
+        .map(|&r| model.needed(r).min(model.max_replicas))
+        .collect();
+    // Replicas alive at step i: the most any step in [i, i + lead] needs (and, for part of
+    // the step, [i, i + lead + 1]). Monotonic deques keep both maxima.
+    let mut whole = MaxAhead::default();
+    let mut part = MaxAhead::default();
     let mut acc = Accumulator::new(trace, model, bursts);
-    let mut pushed = 0usize;
     let mut previous: Option<u32> = None;
     for (i, &load) in trace.rates.iter().enumerate() {
-        while pushed < need.len() && pushed <= i + lead {
-            let v = need[pushed];
-            while window.back().is_some_and(|&(_, w)| w <= v) {
-                window.pop_back();
-            }
-            window.push_back((pushed, v));
-            pushed += 1;
-        }
-        while window.front().is_some_and(|&(j, _)| j < i) {
-            window.pop_front();
-        }
-        let alive = window.front().map_or(need[i], |&(_, v)| v);
+        let alive = whole.max_over(&need, i, lead);
+        let warming = if frac > 0.0 {
+            part.max_over(&need, i, lead + 1)
+        } else {
+            alive
+        };
         if previous.is_some_and(|p| p != alive) {
             acc.scale_event();
         }
         previous = Some(alive);
+        let paid = f64::from(alive) + frac * f64::from(warming.saturating_sub(alive));
         // Exactly the needed replicas are ready (more exist, warming up for what comes).
-        acc.step(i, load, need[i], alive);
+        acc.step_paying(i, load, need[i], paid);
         if i % PROGRESS_EVERY == PROGRESS_EVERY - 1 {
             progress(PROGRESS_EVERY as u64);
         }

@@ -74,6 +74,8 @@ const LOAD: RGBColor = RGBColor(31, 119, 180);
 const CAPACITY: RGBColor = RGBColor(44, 160, 44);
 const REPLICAS: RGBColor = RGBColor(255, 127, 14);
 const SHORT: RGBColor = RGBColor(214, 39, 40);
+/// The narrowest under-capacity mark, in pixels.
+const MIN_MARK_PX: f64 = 4.0;
 
 /// Points to draw: (t, load, capacity, replicas, under-capacity seconds).
 type Points = Vec<(f64, f64, f64, f64, f64)>;
@@ -123,9 +125,40 @@ fn top(points: &Points, capacity_rps: f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// The window (in series points) to zoom on, and what it shows: where the policies (but
-/// the oracle) spent the most seconds under capacity together, or, if none ever was, the
-/// hours around the peak load.
+/// Per series point, the seconds under capacity the zoom should show: the policy under
+/// test's and the HPA's (the comparison a reader makes), or, where neither ever fell short,
+/// every policy's but the oracle's.
+fn shortfalls(results: &Results, n: usize) -> Vec<f64> {
+    let mut under = vec![0.0; n];
+    let mut add = |p: &PolicyResult| {
+        for (u, v) in under.iter_mut().zip(&p.series.under_seconds) {
+            *u += v;
+        }
+    };
+    let compared: Vec<&PolicyResult> = results
+        .policies
+        .iter()
+        .filter(|p| p.name == "policy" || p.name == "hpa")
+        .collect();
+    if compared
+        .iter()
+        .any(|p| p.figures.under_capacity_seconds > 0.0)
+    {
+        compared.into_iter().for_each(&mut add);
+    } else {
+        results
+            .policies
+            .iter()
+            .filter(|p| p.name != "oracle")
+            .for_each(add);
+    }
+    under
+}
+
+/// The window (in series points) to zoom on, and what it shows: centred on the worst
+/// shortfall (the busiest window of shortfalls, then its weighted middle, so a lone
+/// shortfall sits in the middle of the chart rather than on its edge), or, if no policy
+/// ever fell short, the hours around the peak load.
 fn worst_window(results: &Results, width: usize) -> (usize, usize, &'static str) {
     let Some(first) = results.policies.first() else {
         return (0, 0, "on the start");
@@ -134,12 +167,7 @@ fn worst_window(results: &Results, width: usize) -> (usize, usize, &'static str)
     if n <= width {
         return (0, n, "on the whole trace");
     }
-    let mut under = vec![0.0; n];
-    for p in results.policies.iter().filter(|p| p.name != "oracle") {
-        for (u, v) in under.iter_mut().zip(&p.series.under_seconds) {
-            *u += v;
-        }
-    }
+    let under = shortfalls(results, n);
     let mut sum: f64 = under[..width].iter().sum();
     let (mut best, mut at) = (sum, 0);
     for i in width..n {
@@ -150,7 +178,17 @@ fn worst_window(results: &Results, width: usize) -> (usize, usize, &'static str)
         }
     }
     if best > 0.0 {
-        return (at, at + width, "where the policies fell short most");
+        // The weighted middle of the shortfalls in the best window.
+        let (mut acc, mut centre) = (0.0, at);
+        for (i, u) in under.iter().enumerate().skip(at).take(width) {
+            acc += u;
+            if acc >= best / 2.0 {
+                centre = i;
+                break;
+            }
+        }
+        let from = centre.saturating_sub(width / 2).min(n - width);
+        return (from, from + width, "centred on the worst shortfall");
     }
     let peak = first
         .series
@@ -168,6 +206,137 @@ fn worst_window(results: &Results, width: usize) -> (usize, usize, &'static str)
         from + width,
         "around the peak load (no policy fell short)",
     )
+}
+
+/// A shortfall episode of one policy: series points [from, to) with seconds under capacity,
+/// gaps of up to `EPISODE_GAP` points merged (one sale onset is one episode).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Episode {
+    from: usize,
+    to: usize,
+    seconds: f64,
+}
+
+const EPISODE_GAP: usize = 5;
+
+fn episodes(under: &[f64]) -> Vec<Episode> {
+    let mut out: Vec<Episode> = Vec::new();
+    for (i, &u) in under.iter().enumerate() {
+        if u <= 0.0 {
+            continue;
+        }
+        match out.last_mut() {
+            Some(e) if i <= e.to + EPISODE_GAP => {
+                e.to = i + 1;
+                e.seconds += u;
+            }
+            _ => out.push(Episode {
+                from: i,
+                to: i + 1,
+                seconds: u,
+            }),
+        }
+    }
+    out
+}
+
+/// The policy's worst `count` shortfalls plotted, an hour around each, the policy and the
+/// HPA side by side on one scale.
+fn episode_charts(h: &mut String, results: &Results, count: usize) -> Result<(), SimulateError> {
+    let Some(policy) = results.get("policy") else {
+        return Ok(());
+    };
+    let mut list = episodes(&policy.series.under_seconds);
+    list.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    let n = policy.series.len();
+    let res = policy.series.resolution;
+    let width = ((3600.0 / res).round() as usize).clamp(1, n.max(1));
+    let shown: Vec<&PolicyResult> = ["policy", "hpa"]
+        .iter()
+        .filter_map(|name| results.get(name))
+        .collect();
+    for (k, e) in list.iter().take(count).enumerate() {
+        let centre = (e.from + e.to) / 2;
+        let from = centre
+            .saturating_sub(width / 2)
+            .min(n.saturating_sub(width));
+        let to = (from + width).min(n);
+        let zooms: Vec<Points> = shown.iter().map(|p| zoom(p, from, to)).collect();
+        let scale = zooms
+            .iter()
+            .map(|z| top(z, results.model.capacity_rps))
+            .fold(0.0, f64::max);
+        let _ = write!(
+            h,
+            "<h3>Shortfall {} of the policy: {} ({:.0} s under capacity)</h3>",
+            k + 1,
+            clock(e.from as f64 * res),
+            e.seconds
+        );
+        for (p, z) in shown.iter().zip(&zooms) {
+            let under: f64 = p.series.under_seconds[from..to].iter().sum();
+            let title = format!("{}: {:.0} s under capacity in this hour", p.name, under);
+            h.push_str(&chart(&title, z, results.model.capacity_rps, scale)?);
+        }
+    }
+    Ok(())
+}
+
+/// "day 3, 14:05" for a time since the trace start.
+fn clock(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    format!(
+        "day {}, {:02}:{:02}",
+        s / 86_400 + 1,
+        (s % 86_400) / 3600,
+        (s % 3600) / 60
+    )
+}
+
+/// The policy's worst shortfalls, worst first, with what the HPA did over the same minutes.
+fn worst_episodes(results: &Results, limit: usize) -> String {
+    let (Some(policy), hpa) = (results.get("policy"), results.get("hpa")) else {
+        return String::new();
+    };
+    let mut list = episodes(&policy.series.under_seconds);
+    list.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    let mut h = String::from("<h2>Where the policy fell short</h2>");
+    if list.is_empty() {
+        h.push_str("<p class=\"note\">Never under capacity.</p>");
+        return h;
+    }
+    let _ = write!(
+        h,
+        "<p class=\"note\">{} episodes (shortfalls less than {} minutes apart are one); the worst {}:</p>\
+         <table><tr><th>from</th><th>minutes</th><th>policy s under</th><th>hpa s under, same minutes</th>\
+         <th>peak load rps</th></tr>",
+        list.len(),
+        EPISODE_GAP,
+        list.len().min(limit)
+    );
+    let res = policy.series.resolution;
+    for e in list.iter().take(limit) {
+        let hpa_s: f64 = hpa.map_or(0.0, |p| {
+            p.series.under_seconds[e.from..e.to.min(p.series.len())]
+                .iter()
+                .sum()
+        });
+        let peak = policy.series.load_max[e.from..e.to]
+            .iter()
+            .copied()
+            .fold(0.0, f64::max);
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td><td>{:.1}</td></tr>",
+            clock(e.from as f64 * res),
+            (e.to - e.from) as f64 * res / 60.0,
+            e.seconds,
+            hpa_s,
+            peak
+        );
+    }
+    h.push_str("</table>");
+    h
 }
 
 fn time_unit(span: f64) -> (f64, &'static str) {
@@ -243,15 +412,24 @@ fn chart(
             })
             .draw()
             .map_err(|e| plot(&e))?;
-        // Replicas first, wide and light, so the capacity line stays readable on top.
+        // Replicas first, wide and light (the band above the capacity line is replicas still
+        // starting), then ready capacity, then replicas again dashed on top: where every
+        // replica is ready the two lines coincide and the dashes on the green line say so.
         c.draw_secondary_series(LineSeries::new(
             points.iter().map(|p| (p.0 / unit, p.3)),
-            REPLICAS.mix(0.45).stroke_width(4),
+            REPLICAS.mix(0.35).stroke_width(5),
         ))
         .map_err(|e| plot(&e))?;
         c.draw_series(LineSeries::new(
             points.iter().map(|p| (p.0 / unit, p.2)),
-            CAPACITY.stroke_width(1),
+            CAPACITY.stroke_width(2),
+        ))
+        .map_err(|e| plot(&e))?;
+        c.draw_secondary_series(DashedLineSeries::new(
+            points.iter().map(|p| (p.0 / unit, p.3)),
+            6,
+            6,
+            REPLICAS.stroke_width(1),
         ))
         .map_err(|e| plot(&e))?;
         c.draw_series(LineSeries::new(
@@ -259,14 +437,20 @@ fn chart(
             LOAD.stroke_width(1),
         ))
         .map_err(|e| plot(&e))?;
-        // Under capacity: a red band along the bottom wherever load exceeded ready capacity.
-        let band = y_max * 0.04;
-        let width = points.get(1).map_or(60.0, |p| p.0 - points[0].0) / unit;
+        // Under capacity: a red band along the bottom wherever load exceeded ready capacity,
+        // each mark at least `MIN_MARK_PX` wide and centred on its point, so one short
+        // second in a month still shows.
+        let band = y_max * 0.05;
+        let step = points.get(1).map_or(60.0, |p| p.0 - points[0].0) / unit;
+        let plot_px = f64::from(WIDTH.saturating_sub(140)).max(1.0);
+        let min_width = (t1 - t0) / unit / plot_px * MIN_MARK_PX;
+        let width = step.max(min_width);
+        let (lo, hi) = (t0 / unit, t1 / unit);
         c.draw_series(points.iter().filter(|p| p.4 > 0.0).map(|p| {
-            Rectangle::new(
-                [(p.0 / unit, 0.0), (p.0 / unit + width, band)],
-                SHORT.filled(),
-            )
+            let mid = p.0 / unit + step / 2.0;
+            let a = (mid - width / 2.0).max(lo);
+            let b = (a + width).min(hi);
+            Rectangle::new([(b - width, 0.0), (b, band)], SHORT.filled())
         }))
         .map_err(|e| plot(&e))?;
         root.present().map_err(|e| plot(&e))?;
@@ -292,7 +476,7 @@ fn legend() -> String {
         item(CAPACITY, "ready capacity (requests/s)", false),
         item(
             REPLICAS,
-            "replicas, right axis (above the capacity line: still starting)",
+            "replicas, right axis, dashed (the light band above the green line: replicas still starting)",
             true
         ),
         item(SHORT, "under capacity", true)
@@ -349,13 +533,13 @@ pub fn html(results: &Results) -> Result<String, SimulateError> {
             None => "",
         };
         let is_policy = p.name == "policy";
-        let uc_ok = is_policy.then(|| p.vs_hpa.under_capacity_seconds.is_none_or(|r| r <= 0.5));
-        let cost_h = is_policy.then(|| p.vs_hpa.replica_seconds.is_none_or(|r| r <= 1.0));
-        let cost_o = is_policy.then(|| p.vs_oracle.replica_seconds.is_none_or(|r| r <= 1.15));
+        let uc_ok = is_policy.then(|| p.vs_hpa.under_capacity_seconds.is_none_or(|r| r <= 1.0));
+        let cost_h = is_policy.then(|| p.vs_hpa.replica_seconds.is_none_or(|r| r <= 1.02));
+        let events_ok = is_policy.then(|| p.vs_hpa.scale_events.is_none_or(|r| r <= 1.5));
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{:.0}</td><td{}>{}</td><td>{:.0}</td><td>{:.0}</td><td{}>{}</td><td{}>{}</td>\
-             <td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{:.0}</td><td{}>{}</td><td>{:.0}</td><td>{:.0}</td><td{}>{}</td><td>{}</td>\
+             <td>{:.0}</td><td>{}</td><td{}>{}</td><td>{}</td></tr>",
             escape(&p.name),
             f.under_capacity_seconds,
             mark(uc_ok),
@@ -364,10 +548,10 @@ pub fn html(results: &Results) -> Result<String, SimulateError> {
             f.replica_seconds,
             mark(cost_h),
             ratio(p.vs_hpa.replica_seconds),
-            mark(cost_o),
             ratio(p.vs_oracle.replica_seconds),
             f.replica_seconds_per_burst,
             ratio(p.vs_hpa.replica_seconds_per_burst),
+            mark(events_ok),
             f.scale_events,
             f.peak_replicas
         );
@@ -375,14 +559,16 @@ pub fn html(results: &Results) -> Result<String, SimulateError> {
     h.push_str("</table>");
     let _ = write!(
         h,
-        "<p class=\"note\">Goals for <b>policy</b> (green met, red missed): under-capacity ≤ 0.5 × hpa, \
-         replica-seconds ≤ hpa and ≤ 1.15 × oracle. A burst ({} in this trace) starts where load reaches 1.5 × \
+        "<p class=\"note\">The floor for <b>policy</b> on every trace (green met, red missed): \
+         under-capacity ≤ hpa, replica-seconds ≤ 1.02 × hpa, scale events ≤ 1.5 × hpa. A burst ({} in this trace) starts where load reaches 1.5 × \
          its trailing one-hour mean and exceeds it by 6 replicas' worth, and stays above 1.2 × that mean for at \
          least 3 minutes; it lasts until load falls under that, plus a 10-minute tail. Replica-s per burst is what a policy runs above the pre-burst need \
          during bursts, per burst. The oracle has exactly the needed replicas ready at every instant and pays \
          for each from its start, one start-up earlier.</p>",
         results.policies.first().map_or(0, |p| p.figures.bursts)
     );
+    h.push_str(&worst_episodes(results, 10));
+    episode_charts(&mut h, results, 3)?;
     charts(&mut h, results)?;
     h.push_str("</body></html>\n");
     Ok(h)
@@ -488,4 +674,26 @@ pub fn services_html(title: &str, intro: &str, runs: &[Results]) -> Result<Strin
     }
     h.push_str("</body></html>\n");
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortfalls_close_together_are_one_episode() {
+        let mut under = vec![0.0; 40];
+        under[3] = 10.0;
+        under[6] = 5.0; // 3 points after: the same onset
+        under[30] = 45.0;
+        let e = episodes(&under);
+        assert_eq!(e.len(), 2);
+        assert_eq!((e[0].from, e[0].to, e[0].seconds), (3, 7, 15.0));
+        assert_eq!((e[1].from, e[1].to, e[1].seconds), (30, 31, 45.0));
+    }
+
+    #[test]
+    fn a_time_reads_as_day_and_clock() {
+        assert_eq!(clock(86_400.0 + 3_600.0 * 14.0 + 300.0), "day 2, 14:05");
+    }
 }

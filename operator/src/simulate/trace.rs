@@ -240,9 +240,122 @@ pub enum Synthetic {
     FlashCrowd,
     /// A week of days: low at night, high in the afternoon, quieter weekends, some noise.
     Diurnal,
+    /// A week of marketplace traffic (`--seed` picks the week): a diurnal cycle with an
+    /// evening peak, a weekend lift, 5–10 flash sales at random times that multiply the
+    /// load 3–8× within 1–3 minutes, and noise. Nothing in it is announced to the policy.
+    Marketplace,
+}
+
+/// SplitMix64: a tiny deterministic generator, so a seed gives the same week everywhere.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn between(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+
+    /// Standard normal (Box–Muller).
+    fn normal(&mut self) -> f64 {
+        let u = self.unit().max(1e-300);
+        let v = self.unit();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+/// One flash sale of the marketplace week, in minutes from the trace start.
+struct Sale {
+    start: f64,
+    rise: f64,
+    plateau: f64,
+    decay: f64,
+    /// Peak load over the base load at its start (3–8).
+    factor: f64,
+}
+
+impl Sale {
+    /// Extra load, as a multiple of the base, at minute `m` (the per-minute mean).
+    fn extra(&self, m: f64) -> f64 {
+        let peak = self.factor - 1.0;
+        // The minute [m, m+1) averaged on a fine grid so a 1-minute rise stays a ramp.
+        let at = |x: f64| {
+            let dt = x - self.start;
+            if dt < 0.0 {
+                0.0
+            } else if dt < self.rise {
+                peak * dt / self.rise
+            } else if dt < self.rise + self.plateau {
+                peak
+            } else {
+                peak * (-(dt - self.rise - self.plateau) / self.decay).exp()
+            }
+        };
+        (0..6)
+            .map(|k| at(m + (f64::from(k) + 0.5) / 6.0))
+            .sum::<f64>()
+            / 6.0
+    }
+}
+
+fn marketplace_week(seed: u64) -> Vec<f64> {
+    const MINUTES: usize = 7 * 1440;
+    let mut rng = SplitMix(seed ^ 0x6D61_726B_6574_706C);
+    let sales: Vec<Sale> = (0..(5 + rng.next() % 6))
+        .map(|_| Sale {
+            start: rng.between(60.0, (MINUTES - 120) as f64).floor(),
+            rise: rng.between(1.0, 3.0),
+            plateau: rng.between(5.0, 30.0),
+            decay: rng.between(10.0, 45.0),
+            factor: rng.between(3.0, 8.0),
+        })
+        .collect();
+    // Slow drift (an AR(1) on a ~2 h time constant) and per-minute noise, both multiplicative.
+    let mut drift = 0.0;
+    let scale = rng.between(150.0, 400.0);
+    (0..MINUTES)
+        .map(|m| {
+            let day = m / 1440;
+            let hour = (m % 1440) as f64 / 60.0;
+            // Low at 04:00, a midday shoulder, the peak in the evening around 20:30.
+            let tau = std::f64::consts::TAU;
+            let shape = 0.55 - 0.35 * ((hour - 4.0) / 24.0 * tau).cos()
+                + 0.12 * ((hour - 20.5) / 12.0 * tau).cos();
+            // Saturday and Sunday carry more traffic in a marketplace.
+            let weekend = if day >= 5 { 1.3 } else { 1.0 };
+            drift = 0.992 * drift + 0.01 * rng.normal();
+            let base = scale * shape.max(0.08) * weekend * drift.exp();
+            let sales: f64 = sales.iter().map(|s| s.extra(m as f64)).sum();
+            let noise = (0.06 * rng.normal()).exp();
+            (base * (1.0 + sales) * noise).max(0.0)
+        })
+        .collect()
 }
 
 impl Synthetic {
+    /// The shape with a seed (only `marketplace` uses it: every other shape is fixed).
+    pub fn generate_seeded(self, seed: u64) -> Trace {
+        match self {
+            Self::Marketplace => Trace {
+                name: format!("synthetic-marketplace-{seed}"),
+                step: 60.0,
+                rates: marketplace_week(seed),
+            },
+            other => other.generate(),
+        }
+    }
+
     pub fn generate(self) -> Trace {
         let (name, step, rates): (&str, f64, Vec<f64>) = match self {
             Self::Step => (
@@ -303,6 +416,7 @@ impl Synthetic {
                     .collect();
                 ("synthetic-diurnal", 60.0, rates)
             }
+            Self::Marketplace => return self.generate_seeded(1),
         };
         Trace {
             name: name.to_string(),
@@ -380,6 +494,20 @@ mod tests {
         assert!((volume - 240.0).abs() < 1e-9);
         let coarse = t.resample(120.0).expect("valid step");
         assert_eq!(coarse.rates, vec![2.0]);
+    }
+
+    #[test]
+    fn a_marketplace_week_has_sales_of_three_to_eight_times_within_three_minutes() {
+        let a = Synthetic::Marketplace.generate_seeded(101);
+        let b = Synthetic::Marketplace.generate_seeded(101);
+        let c = Synthetic::Marketplace.generate_seeded(102);
+        assert_eq!(a, b, "a seed gives the same week");
+        assert_ne!(a.rates, c.rates);
+        assert_eq!(a.rates.len(), 7 * 1440);
+        // Somewhere the load more than doubles within three minutes (a sale's onset).
+        let jumps = a.rates.windows(4).filter(|w| w[3] > 2.5 * w[0]).count();
+        assert!(jumps >= 5, "{jumps}");
+        assert!(a.peak() > 2.0 * a.mean());
     }
 
     #[test]
