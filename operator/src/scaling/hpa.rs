@@ -57,8 +57,26 @@ pub enum MetricProblem {
     NoReadyPods,
 }
 
-fn within(ratio: f64, tolerance: f64) -> bool {
-    (1.0 - ratio).abs() <= tolerance
+/// The HPA's tolerance band, which may differ per direction (k8s 1.33
+/// `behavior.scaleUp/scaleDown.tolerance`): no change while the ratio is within `up` above
+/// 1 or `down` below it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerances {
+    pub up: f64,
+    pub down: f64,
+}
+
+impl Tolerances {
+    pub fn symmetric(t: f64) -> Self {
+        Self { up: t, down: t }
+    }
+
+    /// |1 − ratio| against the direction's tolerance, computed as the HPA always has (so
+    /// 1.10 against 0.1 is outside: |1 − 1.1| is 0.10000000000000009 in float64).
+    fn within(self, ratio: f64) -> bool {
+        let t = if ratio > 1.0 { self.up } else { self.down };
+        (1.0 - ratio).abs() <= t
+    }
 }
 
 fn ceil_u32(x: f64) -> u32 {
@@ -87,6 +105,24 @@ pub fn replicas_for_metric(
     ready: u32,
     tolerance: f64,
 ) -> Result<MetricProposal, MetricProblem> {
+    replicas_for_metric_within(
+        metric,
+        reading,
+        current,
+        ready,
+        Tolerances::symmetric(tolerance),
+    )
+}
+
+/// `replicas_for_metric` with a tolerance per direction.
+pub fn replicas_for_metric_within(
+    metric: &MetricPolicy,
+    reading: &MetricReading,
+    current: u32,
+    ready: u32,
+    tol: Tolerances,
+) -> Result<MetricProposal, MetricProblem> {
+    let within = |ratio: f64| tol.within(ratio);
     let value = reading.value.ok_or(MetricProblem::Unavailable)?;
     if !value.is_finite() || value < 0.0 {
         return Err(MetricProblem::Unavailable);
@@ -94,13 +130,18 @@ pub fn replicas_for_metric(
     let target = metric.target;
     match metric.target_type {
         TargetType::Value => {
-            // HPA Object/External metric with a Value target: ceil(ratio × ready pods).
-            if ready == 0 {
-                return Err(MetricProblem::NoReadyPods);
-            }
+            // HPA Object/External metric with a Value target (`getUsageRatioReplicaCount`):
+            // ceil(ratio × ready pods) outside tolerance; from zero replicas, ceil(ratio)
+            // with no tolerance, so a scaled-to-zero target can come back up.
             let ratio = value / target;
-            let demand = ratio * f64::from(ready);
-            let replicas = if within(ratio, tolerance) {
+            let demand = if current == 0 {
+                ratio
+            } else {
+                ratio * f64::from(ready)
+            };
+            let replicas = if current == 0 {
+                ceil_u32(ratio)
+            } else if within(ratio) {
                 current
             } else {
                 ceil_u32(demand)
@@ -126,7 +167,7 @@ pub fn replicas_for_metric(
             let missing = current.saturating_sub(reporting + unready);
             let scale_up_with_unready = unready > 0 && ratio > 1.0;
             if !scale_up_with_unready && missing == 0 {
-                let replicas = if within(ratio, tolerance) {
+                let replicas = if within(ratio) {
                     current
                 } else {
                     ceil_u32(ratio * f64::from(reporting))
@@ -139,10 +180,16 @@ pub fn replicas_for_metric(
             }
             let mut sum = value * f64::from(reporting);
             let mut count = reporting;
-            if missing > 0 {
-                // Scale-down: missing pods at 100% of target; scale-up: at 0%.
+            if missing > 0 && ratio != 1.0 {
+                // Scale-down: missing pods at the target (for a Utilization target, at
+                // max(100%, target) of their request: a pod that stopped reporting may be
+                // busy); scale-up: at 0%. At exactly 1 the HPA leaves them out.
                 if ratio < 1.0 {
-                    sum += target * f64::from(missing);
+                    let fill = match metric.target_type {
+                        TargetType::Utilization => target.max(100.0),
+                        _ => target,
+                    };
+                    sum += fill * f64::from(missing);
                 }
                 count += missing;
             }
@@ -151,7 +198,7 @@ pub fn replicas_for_metric(
             }
             let new_ratio = sum / f64::from(count) / target;
             let flipped = (ratio > 1.0 && new_ratio < 1.0) || (ratio < 1.0 && new_ratio > 1.0);
-            if within(new_ratio, tolerance) || flipped {
+            if within(new_ratio) || flipped {
                 return Ok(MetricProposal {
                     replicas: current,
                     ratio,

@@ -29,7 +29,10 @@ mod window;
 mod tests;
 
 pub use explain::{Decision, Explanation, Hold, Limit, MetricUse, Mode};
-pub use hpa::{MetricProblem, MetricProposal, MetricReading, replicas_for_metric};
+pub use hpa::{
+    MetricProblem, MetricProposal, MetricReading, Tolerances, replicas_for_metric,
+    replicas_for_metric_within,
+};
 pub use policy::{
     Burst, Fallback, MetricKind, MetricPolicy, Policy, PolicyError, Predictive, RateKind,
     RatePolicy, ScalingRules, Schedule, Seconds, Select, TargetType,
@@ -60,11 +63,17 @@ pub struct Engine {
     policy: Policy,
     up_window: Extremum,
     down_window: Extremum,
+    /// The predictive block's shorter scale-down window (`Predictive::down_window`).
+    short_down: Extremum,
     up_events: Events,
     down_events: Events,
     metric_windows: Vec<Mean>,
     burst_window: Mean,
     burst_until: Seconds,
+    /// Recent (time, demand) samples over the burst's slope window, for onset sizing.
+    onset: std::collections::VecDeque<(Seconds, f64)>,
+    /// The forecast floors asked for over the predictive `floor_hold`.
+    floor_window: Extremum,
     predictor: Option<Predictor>,
     schedules: Vec<ScheduleState>,
     failures: u32,
@@ -102,11 +111,14 @@ impl Engine {
         Ok(Self {
             up_window: Extremum::min(),
             down_window: Extremum::max(),
+            short_down: Extremum::max(),
             up_events: Events::default(),
             down_events: Events::default(),
             metric_windows: vec![Mean::default(); policy.metrics.len()],
             burst_window: Mean::default(),
             burst_until: f64::NEG_INFINITY,
+            onset: std::collections::VecDeque::new(),
+            floor_window: Extremum::max(),
             predictor,
             schedules: vec![ScheduleState::default(); policy.schedules.len()],
             failures: 0,
@@ -192,7 +204,13 @@ impl Engine {
             .policy
             .scale_up
             .longest_period()
-            .max(self.policy.scale_down.longest_period());
+            .max(self.policy.scale_down.longest_period())
+            .max(
+                self.policy
+                    .predictive
+                    .as_ref()
+                    .map_or(0.0, |p| p.down_every),
+            );
         self.up_events.evict(now - keep);
         self.down_events.evict(now - keep);
 
@@ -248,9 +266,26 @@ impl Engine {
         self.down_window.evict(now - down_w);
         let up_rec = self.up_window.get(metric_desired);
         let down_rec = self.down_window.get(metric_desired);
-        let stabilized = current.max(up_rec).min(down_rec);
+        let stabilized = if self.policy.legacy {
+            // The HPA's `stabilizeRecommendation`: the highest recommendation of the window,
+            // this one included, whatever the current count.
+            down_rec
+        } else {
+            current.max(up_rec).min(down_rec)
+        };
         self.up_window.push(now, metric_desired);
         self.down_window.push(now, metric_desired);
+        // The same recommendation held over the predictive block's shorter window: used
+        // where the forecast floor already covers it (below).
+        let short_stabilized = match self.policy.predictive.as_ref().and_then(|p| p.down_window) {
+            Some(w) if !self.policy.legacy => {
+                self.short_down.evict(now - w);
+                let held = self.short_down.get(metric_desired);
+                self.short_down.push(now, metric_desired);
+                current.max(up_rec).min(held)
+            }
+            _ => stabilized,
+        };
         why.stabilized = Some(stabilized);
         let mut target = stabilized;
         let mut mode = match stabilized.cmp(&current) {
@@ -261,14 +296,72 @@ impl Engine {
 
         if let (Some(p), Some(pr)) = (&self.policy.predictive, &mut self.predictor) {
             pr.observe(p, now, demand);
-            if let Some(fc) = pr.forecast(p, now) {
-                // The reactive path already runs the current load at target; the forecast
-                // only has to keep its upper quantile below saturation.
-                let want = ceil_replicas(fc.demand / p.saturation);
-                if want > target {
-                    why.forecast = Some((fc, want));
-                    target = want;
-                    mode = Mode::Predictive;
+            let forecast = pr.forecast(p, now);
+            if let Some(fc) = &forecast {
+                pr.track(p, now, fc);
+            }
+            // Only a forecast that has earned it (beats persistence) raises the answer.
+            let earned = forecast.filter(|_| pr.skilled(p));
+            // The reactive path already runs the current load at target; the forecast
+            // only has to keep its upper quantile below saturation.
+            let asked = earned.map_or(0, |fc| ceil_replicas(fc.demand / p.saturation));
+            self.floor_window.evict(now - p.floor_hold);
+            let held = self.floor_window.get(asked);
+            self.floor_window.push(now, asked);
+            let noisy = forecast.is_some_and(|fc| fc.spread >= p.down_window_cv * fc.mean);
+            if noisy && held >= short_stabilized && short_stabilized < target {
+                // The window holds replicas through noisy dips; where the forecast floor
+                // already covers what the shorter window asks for, it is that hold, and
+                // the longer window would only keep a past spike's replicas.
+                target = short_stabilized;
+                why.stabilized = Some(short_stabilized);
+                mode = match target.cmp(&current) {
+                    std::cmp::Ordering::Greater => Mode::ScaleUp,
+                    std::cmp::Ordering::Less => Mode::ScaleDown,
+                    std::cmp::Ordering::Equal => Mode::Stable,
+                };
+            }
+            if held > target {
+                if let Some(fc) = earned.or(forecast) {
+                    why.forecast = Some((fc, held));
+                }
+                target = held;
+                mode = Mode::Predictive;
+            }
+            let small =
+                f64::from(current.saturating_sub(target)) < p.down_step * f64::from(current);
+            let recent =
+                p.down_every > 0.0 && self.down_events.change_since(now - p.down_every) > 0;
+            if target < current && forecast.is_some() && (small || recent) {
+                // Too small a step down to be worth a rollout (noise would likely undo it),
+                // or too soon after the last one. Only with a noise model: before it, the
+                // engine is the HPA's core plus burst.
+                target = current;
+                mode = Mode::Stable;
+            }
+            if target > current && p.up_step > 0.0 {
+                // Going up anyway: go far enough that the next poll's noise does not ask
+                // for one more replica again.
+                target = target.max(ceil_replicas(f64::from(current) * (1.0 + p.up_step)));
+            }
+            if target < current
+                && p.churn_sigmas > 0.0
+                && let Some(fc) = forecast
+            {
+                // A step down that ordinary noise would undo is churn: stop where noise
+                // `churn_sigmas` above the mean stays within the scale-up tolerance.
+                let up_tol = self
+                    .policy
+                    .scale_up
+                    .tolerance
+                    .unwrap_or(self.policy.tolerance);
+                let noisy = fc.mean + p.churn_sigmas * fc.spread;
+                let guard = ceil_replicas(noisy / (1.0 + up_tol)).min(current);
+                if guard > target {
+                    target = guard;
+                    if guard == current {
+                        mode = Mode::Stable;
+                    }
                 }
             }
         }
@@ -278,15 +371,47 @@ impl Engine {
             self.burst_window.push(now, demand);
             self.burst_window.evict(now - b.window);
             let short = self.burst_window.mean().unwrap_or(demand);
+            // The demand one slope window ago (the oldest sample kept within it).
+            while self
+                .onset
+                .get(1)
+                .is_some_and(|(t, _)| *t <= now - b.slope_window)
+            {
+                self.onset.pop_front();
+            }
+            let before = self.onset.front().copied();
+            self.onset.push_back((now, demand));
             let ready = obs.ready_replicas.max(1);
-            if short >= b.threshold * f64::from(ready) {
+            // With a noise model, only a jump beyond the noise is a burst.
+            let surprise = match (&self.policy.predictive, &self.predictor) {
+                (Some(p), Some(pr)) => Some(pr.surprise(p, short)),
+                _ => None,
+            };
+            let surprising = match surprise {
+                Some(Some(z)) if b.min_surprise > 0.0 => z >= b.min_surprise,
+                _ => true,
+            };
+            // With a predictive block, a slope is only projected once the noise is known
+            // (a slope within the noise is no onset); without one, always.
+            let project = !matches!(surprise, Some(None));
+            if surprising && short >= b.threshold * f64::from(ready) {
                 self.burst_until = now + b.hold;
             }
             if now < self.burst_until {
                 bursting = true;
                 why.burst = Some((short, obs.ready_replicas, b.threshold));
-                // No scale-down while bursting; scale straight to the short-window demand.
-                let want = ceil_replicas(short).max(current);
+                // A sale's onset keeps rising while the replicas asked for now start: size
+                // them for where the slope over one start-up puts the load when they serve.
+                let projected = match before {
+                    Some((t0, d0))
+                        if project && b.slope_window > 0.0 && now - t0 > 0.0 && short > d0 =>
+                    {
+                        short + (short - d0) / (now - t0) * b.horizon
+                    }
+                    _ => short,
+                };
+                // No scale-down while bursting; scale straight to what the onset needs.
+                let want = ceil_replicas(projected).max(current);
                 if want >= target {
                     target = want;
                     mode = Mode::Burst;
@@ -307,6 +432,10 @@ impl Engine {
         let mut best: Option<(u32, MetricUse)> = None;
         let mut demand = 0.0f64;
         let mut missing_any = false;
+        let tol = Tolerances {
+            up: p.scale_up.tolerance.unwrap_or(p.tolerance),
+            down: p.scale_down.tolerance.unwrap_or(p.tolerance),
+        };
         for (i, metric) in p.metrics.iter().enumerate() {
             let reading = obs
                 .metrics
@@ -314,7 +443,7 @@ impl Engine {
                 .copied()
                 .unwrap_or_else(MetricReading::missing);
             let Ok(mut proposal) =
-                replicas_for_metric(metric, &reading, current, obs.ready_replicas, p.tolerance)
+                replicas_for_metric_within(metric, &reading, current, obs.ready_replicas, tol)
             else {
                 missing_any = true;
                 continue;
@@ -330,7 +459,8 @@ impl Engine {
                 } else {
                     f64::INFINITY
                 };
-                proposal.replicas = if (1.0 - ratio).abs() <= p.tolerance {
+                let t = if ratio > 1.0 { tol.up } else { tol.down };
+                proposal.replicas = if (1.0 - ratio).abs() <= t {
                     current
                 } else {
                     ceil_replicas(mean)
@@ -439,6 +569,14 @@ impl Engine {
         if target > current {
             let (allowed, bound) = if unlimited {
                 (max, Limit::MaxReplicas)
+            } else if self.policy.legacy {
+                // `calculateScaleUpLimit`: max(2 × current, 4) per sync.
+                let limit = current.saturating_mul(2).max(4);
+                if max > limit {
+                    (limit, Limit::ScaleUpRate)
+                } else {
+                    (max, Limit::MaxReplicas)
+                }
             } else {
                 let limit =
                     hpa::scale_up_limit(current, &self.policy.scale_up, &history).max(current);
@@ -454,8 +592,12 @@ impl Engine {
                 mode = Mode::Limited;
             }
         } else if target < current {
-            let limit =
-                hpa::scale_down_limit(current, &self.policy.scale_down, &history).min(current);
+            // The legacy path has no scale-down rate: the window alone holds it.
+            let limit = if self.policy.legacy {
+                0
+            } else {
+                hpa::scale_down_limit(current, &self.policy.scale_down, &history).min(current)
+            };
             let (allowed, bound) = if min < limit {
                 (limit, Limit::ScaleDownRate)
             } else {

@@ -79,6 +79,9 @@ pub enum Select {
 /// HPA `HPAScalingRules`, resolved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScalingRules {
+    /// This direction's tolerance (HPA `behavior.scaleUp/scaleDown.tolerance`); `None` uses
+    /// the policy's.
+    pub tolerance: Option<f64>,
     pub stabilization_window: Seconds,
     pub select: Select,
     pub policies: Vec<RatePolicy>,
@@ -88,6 +91,7 @@ impl ScalingRules {
     /// The HPA's scale-up default: no stabilization, the larger of +100% and +4 pods per 15 s.
     pub fn hpa_scale_up() -> Self {
         Self {
+            tolerance: None,
             stabilization_window: 0.0,
             select: Select::Max,
             policies: vec![
@@ -108,6 +112,7 @@ impl ScalingRules {
     /// The HPA's scale-down default: a 300 s stabilization window, -100% per 15 s.
     pub fn hpa_scale_down() -> Self {
         Self {
+            tolerance: None,
             stabilization_window: 300.0,
             select: Select::Max,
             policies: vec![RatePolicy {
@@ -134,6 +139,15 @@ pub struct Burst {
     /// Stay in burst this long after the last tick that met the threshold; no scale-down
     /// meanwhile (Knative leaves panic after one stable window).
     pub hold: Seconds,
+    /// Onset sizing: on entering a burst, the demand is extrapolated along its slope over
+    /// the last `slope_window` seconds, `horizon` seconds ahead (a pod start-up plus a poll:
+    /// when the replicas asked for now serve and can next be corrected). 0 turns it off.
+    pub slope_window: Seconds,
+    pub horizon: Seconds,
+    /// Evidence: with a predictive block, a burst starts only where the short-window demand
+    /// stands this many noise spreads above the level, so the noise of a small, bursty
+    /// service is not taken for a sale (0 = off).
+    pub min_surprise: f64,
 }
 
 /// A scheduled floor: from each cron occurrence, for `duration`, at least `min_replicas`.
@@ -191,6 +205,44 @@ pub struct Predictive {
     /// NASA traces), so a high sample raises the forecast mean and leaves less unexplained
     /// noise: the spread shrinks by sqrt(1 − persistence²).
     pub persistence: f64,
+    /// Calibration: the share of forecasts whose realized peak over the lead may exceed the
+    /// forecast quantile. When > 0, `sigmas` is only the starting point: the quantile is
+    /// moved online from the policy's own realized errors until that share holds, so the
+    /// headroom is what the traffic has shown it needs (0 = `sigmas` as given).
+    pub exceedance: f64,
+    /// Evidence: the forecast raises the answer only while its realized error over the lead
+    /// is at most `1 − skill_margin` times that of persistence (the latest sample held);
+    /// otherwise the engine decides as its reactive core plus burst. Negative turns the
+    /// check off.
+    pub skill_margin: f64,
+    /// Learn a minute-of-hour profile (periodic jobs, bots at fixed minutes) next to the
+    /// recorded seasons; it joins the forecast only while it lowers the realized error.
+    pub hourly: bool,
+    /// The forecast floor is held at the highest it asked for over this window, so noise in
+    /// the forecast does not turn into a scale event every poll.
+    pub floor_hold: Seconds,
+    /// Less churn: a scale-down stops where the load's noise (this many spreads above the
+    /// forecast mean) would not ask for a scale-up again past the tolerance; a step down
+    /// that noise would undo is not taken (0 = off).
+    pub churn_sigmas: f64,
+    /// Less churn: a scale-down smaller than this share of the current replicas is not
+    /// taken (the HPA's tolerance, applied to the final answer rather than to one metric).
+    pub down_step: f64,
+    /// Less churn: a scale-up goes at least this share above the current replicas, so a
+    /// slowly rising floor is followed in a few steps rather than one replica per poll.
+    pub up_step: f64,
+    /// Less churn: at most one scale-down per this many seconds, so a decline (a sale
+    /// ending) is followed in a few larger steps instead of one per poll.
+    pub down_every: Seconds,
+    /// A shorter scale-down stabilization window, used wherever the forecast floor covers
+    /// what it asks for: the floor then holds replicas through noisy dips, which is what the
+    /// window is for. `None` keeps `behavior.scaleDown.stabilizationWindowSeconds` always.
+    pub down_window: Option<Seconds>,
+    /// `down_window` applies only where the load's noise spread is at least this share of
+    /// its mean: there the long window mostly holds past spikes' replicas, which the
+    /// calibrated floor already plans for; on smooth traffic the long window is what keeps
+    /// a dip from becoming a scale-down undone a minute later.
+    pub down_window_cv: f64,
 }
 
 /// Fallback when metrics fail.
@@ -224,6 +276,10 @@ pub struct Policy {
     pub fallback: Option<Fallback>,
     /// How often the controller (or simulator) asks the engine for a decision.
     pub poll_interval: Seconds,
+    /// No `behavior` in the spec: the HPA's legacy normalization (scale-up at most
+    /// max(2 × current, 4) per sync, scale-down held by the stabilization window alone, no
+    /// rate policies), not the autoscaling/v2 default behavior.
+    pub legacy: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -255,7 +311,8 @@ pub enum PolicyError {
 }
 
 impl Policy {
-    /// A plain HPA: one per-pod requests/s target, every HPA default.
+    /// A plain HPA: one per-pod requests/s target, every HPA default, no `behavior` (so the
+    /// legacy normalization, as the HPA controller does for a spec without one).
     pub fn hpa(min_replicas: u32, max_replicas: u32, target_rps: f64) -> Self {
         Self {
             min_replicas,
@@ -275,6 +332,7 @@ impl Policy {
             predictive: None,
             fallback: None,
             poll_interval: 15.0,
+            legacy: true,
         }
     }
 
@@ -302,6 +360,14 @@ impl Policy {
         }
         let non_negative = [
             ("tolerance", self.tolerance),
+            (
+                "behavior.scaleUp.tolerance",
+                self.scale_up.tolerance.unwrap_or(0.0),
+            ),
+            (
+                "behavior.scaleDown.tolerance",
+                self.scale_down.tolerance.unwrap_or(0.0),
+            ),
             ("metricWindowSeconds", self.metric_window),
             ("schedule lead", self.schedule_lead),
             (
@@ -344,6 +410,16 @@ impl Policy {
                     field: "burst.windowSeconds",
                 });
             }
+            if !(b.slope_window.is_finite()
+                && b.slope_window >= 0.0
+                && b.horizon.is_finite()
+                && b.horizon >= 0.0)
+            {
+                return Err(PolicyError::Negative {
+                    field: "burst slope window and horizon",
+                    value: b.slope_window.min(b.horizon),
+                });
+            }
         }
         if let Some(p) = &self.predictive {
             if !(p.slot.is_finite() && p.slot > 0.0) {
@@ -370,6 +446,30 @@ impl Policy {
             }
             if !(p.saturation.is_finite() && p.saturation >= 1.0) {
                 return Err(PolicyError::BadPredictive("saturation must be at least 1"));
+            }
+            if !(p.exceedance.is_finite() && (0.0..0.5).contains(&p.exceedance)) {
+                return Err(PolicyError::BadPredictive("exceedance must be in [0, 0.5)"));
+            }
+            if !(p.skill_margin.is_finite() && p.skill_margin < 1.0) {
+                return Err(PolicyError::BadPredictive("skill margin must be below 1"));
+            }
+            if p.down_window.is_some_and(|w| !(w.is_finite() && w >= 0.0)) {
+                return Err(PolicyError::BadPredictive("down window must be ≥ 0"));
+            }
+            if !(p.down_every.is_finite() && p.down_every >= 0.0) {
+                return Err(PolicyError::BadPredictive("down interval must be ≥ 0"));
+            }
+            if !(p.up_step.is_finite() && (0.0..1.0).contains(&p.up_step)) {
+                return Err(PolicyError::BadPredictive("up step must be in [0, 1)"));
+            }
+            if !(p.down_step.is_finite() && (0.0..1.0).contains(&p.down_step)) {
+                return Err(PolicyError::BadPredictive("down step must be in [0, 1)"));
+            }
+            if !(p.churn_sigmas.is_finite() && p.churn_sigmas >= 0.0) {
+                return Err(PolicyError::BadPredictive("churn sigmas must be ≥ 0"));
+            }
+            if !(p.floor_hold.is_finite() && p.floor_hold >= 0.0) {
+                return Err(PolicyError::BadPredictive("floor hold must be ≥ 0"));
             }
             if !(p.level_window > 0.0 && p.noise_window > 0.0) {
                 return Err(PolicyError::BadPredictive(

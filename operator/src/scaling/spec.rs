@@ -36,9 +36,8 @@ pub mod defaults {
     pub const PREDICTIVE_LEVEL_SECONDS: f64 = 600.0;
     /// Time constant over which the load's noise is learnt (not in the CRD).
     pub const PREDICTIVE_NOISE_SECONDS: f64 = 3600.0;
-    /// The forecast quantile, in noise standard deviations (not in the CRD). 2.75 halves the
-    /// HPA's under-capacity on the NASA traces with a little margin (0.46×, 0.45×); each
-    /// 0.05 more buys about 8% less under-capacity for about 0.6% more replica-seconds.
+    /// The forecast quantile's starting point, in noise standard deviations (not in the CRD);
+    /// calibration (`PREDICTIVE_EXCEEDANCE`) moves it to what the traffic shows.
     pub const PREDICTIVE_SIGMAS: f64 = 2.75;
     /// How the noise's spread grows with the level (not in the CRD): 0, one spread at every
     /// level, was about 0.5% cheaper than Poisson-like 0.5 at the same under-capacity.
@@ -48,6 +47,36 @@ pub mod defaults {
     /// same under-capacity), 0.6 no better than none. The price is churn: the floor now
     /// follows each sample, about twice the scale events of 0 on the NASA traces.
     pub const PREDICTIVE_PERSISTENCE: f64 = 0.4;
+    /// Share of forecasts whose realized peak may exceed the calibrated quantile (not in the
+    /// CRD); chosen by the worst trace in bench/RESULTS.md.
+    pub const PREDICTIVE_EXCEEDANCE: f64 = 0.04;
+    /// How much better than persistence the forecast must have been to raise the answer
+    /// (not in the CRD).
+    pub const PREDICTIVE_SKILL_MARGIN: f64 = 0.0;
+    /// Learn a minute-of-hour profile (not in the CRD).
+    pub const PREDICTIVE_HOURLY: bool = true;
+    /// The forecast floor's hold (not in the CRD): the HPA's scale-down window, so the floor
+    /// changes no more often than the HPA's own answer.
+    pub const PREDICTIVE_FLOOR_HOLD_SECONDS: f64 = 300.0;
+    /// Scale-downs stop where noise this many spreads above the mean would not undo them
+    /// (not in the CRD). Off: at 1–2 spreads it cost 2–7% more replica-seconds than the
+    /// events it saved were worth (bench/RESULTS.md).
+    pub const PREDICTIVE_CHURN_SIGMAS: f64 = 0.0;
+    /// The scale-down window where the forecast floor covers it (not in the CRD).
+    pub const PREDICTIVE_DOWN_WINDOW_SECONDS: Option<f64> = Some(30.0);
+    /// The smallest scale-down taken, as a share of the replicas (not in the CRD).
+    pub const PREDICTIVE_DOWN_STEP: f64 = 0.1;
+    /// The noise (spread over mean) above which that shorter window applies (not in the CRD).
+    pub const PREDICTIVE_DOWN_WINDOW_CV: f64 = 0.15;
+    /// The smallest scale-up taken, as a share of the replicas (not in the CRD). Off: the
+    /// extra events were not up-steps (bench/RESULTS.md).
+    pub const PREDICTIVE_UP_STEP: f64 = 0.0;
+    /// At most one scale-down per this many seconds (not in the CRD). Off: no effect once
+    /// the shorter window needs noisy traffic.
+    pub const PREDICTIVE_DOWN_EVERY_SECONDS: f64 = 0.0;
+    /// A burst needs the short-window demand this many spreads above the level when a
+    /// predictive block learns the noise (not in the CRD).
+    pub const BURST_MIN_SURPRISE: f64 = 4.0;
     /// Saturation over target: the target is 70% of what a replica can serve (not in the CRD).
     pub const PREDICTIVE_SATURATION: f64 = 1.0 / 0.7;
     pub const FALLBACK_FAILURE_THRESHOLD: u32 = 3;
@@ -83,6 +112,7 @@ fn metric(m: &api::MetricSpec) -> MetricPolicy {
 fn rules(spec: Option<&api::ScalingRules>, hpa_default: ScalingRules) -> ScalingRules {
     let Some(spec) = spec else { return hpa_default };
     ScalingRules {
+        tolerance: hpa_default.tolerance,
         stabilization_window: spec
             .stabilization_window_seconds
             .map_or(hpa_default.stabilization_window, f64::from),
@@ -115,7 +145,13 @@ impl Policy {
         let poll_interval = spec
             .poll_interval_seconds
             .map_or(defaults::POLL_INTERVAL_SECONDS, f64::from);
+        let legacy = spec.behavior.is_none();
         let behavior = spec.behavior.clone().unwrap_or_default();
+        let startup = spec
+            .predictive
+            .as_ref()
+            .and_then(|p| p.startup_seconds)
+            .map_or(defaults::PREDICTIVE_STARTUP_SECONDS, f64::from);
         let burst = spec.burst.as_ref().map(|b| Burst {
             window: b
                 .window_seconds
@@ -127,6 +163,10 @@ impl Policy {
             hold: b
                 .hold_seconds
                 .map_or(defaults::BURST_HOLD_SECONDS, f64::from),
+            // One start-up of slope, projected to when the replicas asked for now serve.
+            slope_window: startup,
+            horizon: startup + poll_interval,
+            min_surprise: defaults::BURST_MIN_SURPRISE,
         });
         let mut schedules = Vec::new();
         for (i, s) in spec.schedules.iter().flatten().enumerate() {
@@ -149,11 +189,6 @@ impl Policy {
                 min_replicas: u32_of(s.min_replicas),
             });
         }
-        let startup = spec
-            .predictive
-            .as_ref()
-            .and_then(|p| p.startup_seconds)
-            .map_or(defaults::PREDICTIVE_STARTUP_SECONDS, f64::from);
         let predictive = spec.predictive.as_ref().map(|p| {
             let season = p
                 .season_seconds
@@ -175,6 +210,16 @@ impl Policy {
                 saturation: defaults::PREDICTIVE_SATURATION,
                 noise_exponent: defaults::PREDICTIVE_NOISE_EXPONENT,
                 persistence: defaults::PREDICTIVE_PERSISTENCE,
+                exceedance: defaults::PREDICTIVE_EXCEEDANCE,
+                skill_margin: defaults::PREDICTIVE_SKILL_MARGIN,
+                hourly: defaults::PREDICTIVE_HOURLY,
+                floor_hold: defaults::PREDICTIVE_FLOOR_HOLD_SECONDS,
+                churn_sigmas: defaults::PREDICTIVE_CHURN_SIGMAS,
+                down_step: defaults::PREDICTIVE_DOWN_STEP,
+                up_step: defaults::PREDICTIVE_UP_STEP,
+                down_every: defaults::PREDICTIVE_DOWN_EVERY_SECONDS,
+                down_window: defaults::PREDICTIVE_DOWN_WINDOW_SECONDS,
+                down_window_cv: defaults::PREDICTIVE_DOWN_WINDOW_CV,
             }
         });
         let fallback = spec.fallback.as_ref().map(|f| Fallback {
@@ -197,6 +242,7 @@ impl Policy {
             predictive,
             fallback,
             poll_interval,
+            legacy,
         };
         policy.validate()?;
         Ok(policy)

@@ -44,12 +44,24 @@ fn daily_season() -> Predictive {
         saturation: 1.0,
         noise_exponent: 0.5,
         persistence: 0.0,
+        exceedance: 0.0,
+        skill_margin: -1.0,
+        hourly: false,
+        floor_hold: 0.0,
+        churn_sigmas: 0.0,
+        down_step: 0.0,
+        up_step: 0.0,
+        down_every: 0.0,
+        down_window: None,
+        down_window_cv: 0.0,
     }
 }
 
+/// The HPA with a `behavior` whose scale-down window is 0 (so the v2 rate policies apply).
 fn hpa_no_window() -> Policy {
     let mut p = Policy::hpa(1, 100, 100.0);
     p.scale_down.stabilization_window = 0.0;
+    p.legacy = false;
     p
 }
 
@@ -349,6 +361,9 @@ fn burst_scales_up_at_once_past_the_rate_policies() {
         window: 6.0,
         threshold: 2.0,
         hold: 60.0,
+        slope_window: 0.0,
+        horizon: 0.0,
+        min_surprise: 0.0,
     });
     let mut e = engine(p);
     assert_eq!(tick(&mut e, 0.0, 2, 100.0).desired, 2);
@@ -365,6 +380,9 @@ fn burst_holds_replicas_until_the_hold_time_has_passed() {
         window: 6.0,
         threshold: 2.0,
         hold: 60.0,
+        slope_window: 0.0,
+        horizon: 0.0,
+        min_surprise: 0.0,
     });
     let mut e = engine(p);
     tick(&mut e, 0.0, 2, 100.0);
@@ -653,6 +671,9 @@ fn any_policy() -> impl Strategy<Value = Policy> {
                     window: 15.0,
                     threshold: 1.5,
                     hold: 60.0,
+                    slope_window: 0.0,
+                    horizon: 0.0,
+                    min_surprise: 0.0,
                 });
             }
             if fallback {
@@ -722,4 +743,182 @@ proptest! {
     fn the_engine_is_deterministic(policy in any_policy(), ticks in any_ticks()) {
         prop_assert_eq!(run(&policy, &ticks), run(&policy, &ticks));
     }
+}
+
+// ---- HPA fidelity: ported from the HPA controller's table tests ---------------------------
+// pkg/controller/podautoscaler/horizontal_test.go and replica_calculator_test.go, aggregated
+// to the engine's input (the same pods, the same expectations).
+
+#[test]
+fn without_behavior_the_hpa_takes_its_legacy_path_of_at_most_double_or_four() {
+    // horizontal_test.go TestScaleUpCMUnreadyAndHotCpuNoLessScale-like: from 3 pods at 3× the
+    // target the v2 default would allow 7 (max(100%, +4)); the legacy path allows max(2 × 3, 4).
+    let mut p = Policy::hpa(1, 100, 100.0);
+    assert!(p.legacy);
+    let mut e = engine(p.clone());
+    assert_eq!(tick(&mut e, 0.0, 3, 300.0).desired, 6);
+    p.legacy = false;
+    let mut e = engine(p);
+    assert_eq!(tick(&mut e, 0.0, 3, 300.0).desired, 7);
+    // From 1 pod the legacy floor of 4 applies.
+    let mut e = engine(Policy::hpa(1, 100, 100.0));
+    assert_eq!(tick(&mut e, 0.0, 1, 1000.0).desired, 4);
+}
+
+#[test]
+fn a_spec_without_behavior_resolves_to_the_legacy_path() {
+    let mut spec = default_scaling_spec(10.0, 20);
+    assert!(!Policy::from_spec(&spec).expect("valid").legacy);
+    spec.behavior = None;
+    assert!(Policy::from_spec(&spec).expect("valid").legacy);
+}
+
+#[test]
+fn missing_pods_at_a_ratio_of_exactly_one_are_left_out() {
+    // 2 pods, 1 reporting exactly at target, 1 missing: the HPA keeps 2.
+    let m = rps(100.0);
+    let got =
+        replicas_for_metric(&m, &MetricReading::average(100.0, 1), 2, 2, 0.1).expect("a reading");
+    assert_eq!(got.replicas, 2);
+}
+
+#[test]
+fn missing_pods_of_a_utilization_metric_count_at_their_full_request_on_a_scale_down() {
+    // replica_calculator_test.go TestReplicaCalcMissingMetricsUnneededScaleDown-like: target
+    // 50%, 3 reporting at 10%, 1 missing: the missing one counts at max(100%, 50%) = 100%,
+    // (30 + 100) / 4 = 32.5% → ceil(0.65 × 4) = 3.
+    let cpu = MetricPolicy {
+        kind: MetricKind::Cpu,
+        target_type: TargetType::Utilization,
+        target: 50.0,
+    };
+    let got =
+        replicas_for_metric(&cpu, &MetricReading::average(10.0, 3), 4, 4, 0.1).expect("a reading");
+    assert_eq!(got.replicas, 3);
+    // A target above 100% fills missing pods at the target itself: (30 + 150) / 4 / 150.
+    let high = MetricPolicy {
+        target: 150.0,
+        ..cpu
+    };
+    let got =
+        replicas_for_metric(&high, &MetricReading::average(10.0, 3), 4, 4, 0.1).expect("a reading");
+    assert_eq!(got.replicas, 2);
+}
+
+#[test]
+fn a_value_target_scales_up_from_zero_replicas() {
+    // getUsageRatioReplicaCount: from 0 replicas, ceil(ratio), no tolerance.
+    let m = MetricPolicy {
+        kind: MetricKind::Custom,
+        target_type: TargetType::Value,
+        target: 10.0,
+    };
+    let got = replicas_for_metric(&m, &MetricReading::value(25.0), 0, 0, 0.1).expect("a reading");
+    assert_eq!(got.replicas, 3);
+    let mut p = Policy::hpa(0, 10, 10.0);
+    p.metrics = vec![m];
+    let mut e = engine(p);
+    let d = e.decide(&Observation {
+        now: 0.0,
+        current_replicas: 0,
+        ready_replicas: 0,
+        metrics: &[MetricReading::value(25.0)],
+    });
+    assert_eq!(d.desired, 3, "{}", d.reason());
+}
+
+#[test]
+fn tolerance_can_differ_up_and_down() {
+    // k8s 1.33 behavior.scaleUp.tolerance: 5% up, 10% down (the tolerance post's example).
+    let m = rps(100.0);
+    let tol = Tolerances {
+        up: 0.05,
+        down: 0.1,
+    };
+    let up = replicas_for_metric_within(&m, &MetricReading::average(107.0, 10), 10, 10, tol)
+        .expect("a reading");
+    assert_eq!(up.replicas, 11);
+    let down = replicas_for_metric_within(&m, &MetricReading::average(93.0, 10), 10, 10, tol)
+        .expect("a reading");
+    assert_eq!(down.replicas, 10);
+}
+
+// ---- Beyond the HPA: onsets, evidence, churn ------------------------------------------------
+
+#[test]
+fn a_burst_is_sized_from_its_slope_over_one_start_up() {
+    let mut p = hpa_no_window();
+    p.burst = Some(Burst {
+        window: 15.0,
+        threshold: 1.3,
+        hold: 60.0,
+        slope_window: 30.0,
+        horizon: 45.0,
+        min_surprise: 0.0,
+    });
+    let mut e = engine(p);
+    for t in [0.0, 15.0, 30.0] {
+        assert_eq!(tick(&mut e, t, 4, 100.0).desired, 4);
+    }
+    // 400 requests/s at 15 s, 800 at 45 s: rising by 400 per 30 s, so when the replicas
+    // asked for now serve (45 s later) it will be ~1400: 14 replicas, not the 8 it is now.
+    let d = tick(&mut e, 45.0, 4, 200.0);
+    assert_eq!(d.mode, Mode::Burst);
+    assert!(d.desired >= 14, "{}", d.reason());
+}
+
+#[test]
+fn the_forecast_quantile_is_calibrated_from_realized_errors() {
+    // Noise with rare spikes: the fixed quantile starts at 0.5 spreads and must rise until
+    // about 4% of forecasts are exceeded.
+    let p = Predictive {
+        sigmas: 0.5,
+        exceedance: 0.04,
+        lead: 60.0,
+        ..daily_season()
+    };
+    let mut f = Predictor::new(&p);
+    let mut seed: u64 = 7;
+    for i in 0..20_000 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let u = (seed >> 33) as f64 / (1u64 << 31) as f64;
+        let t = f64::from(i) * 15.0;
+        f.observe(&p, t, 10.0 + 4.0 * (u - 0.5));
+        if let Some(fc) = f.forecast(&p, t) {
+            f.track(&p, t, &fc);
+        }
+    }
+    assert!(f.quantile() > 1.0, "{}", f.quantile());
+}
+
+#[test]
+fn a_forecast_that_does_not_beat_persistence_has_not_earned_its_place() {
+    // A steady ramp with no noise: persistence (the latest sample) is nearly exact, the
+    // lagging level is not, so the forecast must not raise the answer.
+    let p = Predictive {
+        sigmas: 3.0,
+        skill_margin: 0.0,
+        ..daily_season()
+    };
+    let mut f = Predictor::new(&p);
+    for i in 0..2000 {
+        let t = f64::from(i) * 15.0;
+        f.observe(&p, t, 10.0 + t * 0.001);
+        if let Some(fc) = f.forecast(&p, t) {
+            f.track(&p, t, &fc);
+        }
+    }
+    assert!(!f.skilled(&p));
+    // Noise around a flat level: the level beats the noisy latest sample.
+    let mut g = Predictor::new(&p);
+    for i in 0..2000 {
+        let t = f64::from(i) * 15.0;
+        g.observe(&p, t, if i % 2 == 0 { 6.0 } else { 14.0 });
+        if let Some(fc) = g.forecast(&p, t) {
+            g.track(&p, t, &fc);
+        }
+    }
+    assert!(g.skilled(&p));
 }

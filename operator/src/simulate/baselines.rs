@@ -32,8 +32,12 @@ pub fn kpa(model: &Model) -> Policy {
             window: 6.0,
             threshold: 2.0,
             hold: 60.0,
+            slope_window: 0.0,
+            horizon: 0.0,
+            min_surprise: 0.0,
         }),
         scale_up: ScalingRules {
+            tolerance: None,
             stabilization_window: 0.0,
             select: Select::Max,
             policies: vec![RatePolicy {
@@ -43,6 +47,7 @@ pub fn kpa(model: &Model) -> Policy {
             }],
         },
         scale_down: ScalingRules {
+            tolerance: None,
             stabilization_window: 0.0,
             select: Select::Max,
             policies: vec![RatePolicy {
@@ -52,6 +57,7 @@ pub fn kpa(model: &Model) -> Policy {
             }],
         },
         poll_interval: 2.0,
+        legacy: false,
         ..hpa(model)
     }
 }
