@@ -479,18 +479,18 @@ async fn each_metric_types_promql_drives_the_decision_the_hpa_arithmetic_predict
 
     // (type, target, what orders' exporters imply: the per-pod average, or the service-wide
     // value for LatencyP99, pods reporting). Targets keep each ratio clear of an integer, so
-    // a 2% rate error cannot change the answer, and each answer within the HPA's default
-    // scale-up rate from 2 (max(+100%, +4 pods)).
+    // a 2% rate error cannot change the answer, and each answer within the scale-up limit
+    // of an HPA without `behavior` from 2 replicas (max(2 × current, 4) = 4).
     let cases = [
-        // ceil(2 × 15 / 7) = 5
-        (MetricType::RequestsPerSecond, 7.0, 15.0, 2),
+        // ceil(2 × 15 / 9) = 4
+        (MetricType::RequestsPerSecond, 9.0, 15.0, 2),
         // ceil(2 × 4 / 3) = 3
         (MetricType::InFlight, 3.0, 4.0, 2),
-        // A Value target: ceil(2 ready × 99 / 45) = 5
-        (MetricType::LatencyP99, 45.0, 99.0, 0),
+        // A Value target: ceil(2 ready × 99 / 55) = 4
+        (MetricType::LatencyP99, 55.0, 99.0, 0),
         // The app containers of orders' two pods, at 50% and 30% of their requests; not the
-        // pause containers, not orders-api's pod: ceil(2 × 40 / 18) = 5
-        (MetricType::Cpu, 18.0, 40.0, 2),
+        // pause containers, not orders-api's pod: ceil(2 × 40 / 22) = 4
+        (MetricType::Cpu, 22.0, 40.0, 2),
     ];
     for (type_, target, exported, pods) in cases {
         let spec = MetricSpec {
