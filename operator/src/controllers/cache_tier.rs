@@ -733,9 +733,11 @@ async fn publish(ctx: &Context, tier: &CacheTier, type_: EventType, reason: &str
 }
 
 fn error_policy(obj: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {
-    let ctx = &state.ctx;
-    ctx.telemetry.reconcile_failed(CONTROLLER, error.reason());
     let Ok(tier) = &obj.0 else {
+        state
+            .ctx
+            .telemetry
+            .reconcile_failed(CONTROLLER, error.reason());
         return Action::await_change();
     };
     let key = format!(
@@ -743,20 +745,8 @@ fn error_policy(obj: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {
         tier.namespace().unwrap_or_default(),
         tier.name_any()
     );
-    let delay = ctx.retry_after(&key);
-    tracing::warn!(object = %key, error = %error_chain(error), retry_in = ?delay, "reconcile failed");
-    if error.needs_user() {
-        let (ctx, tier, reason, note) = (
-            state.ctx.clone(),
-            tier.clone(),
-            error.reason(),
-            error_chain(error),
-        );
-        tokio::spawn(async move {
-            publish(&ctx, &tier, EventType::Warning, reason, note).await;
-        });
-    }
-    Action::requeue(delay)
+    let tell = error.needs_user().then(|| tier.object_ref(&()));
+    super::retry_later(&state.ctx, CONTROLLER, &key, error.reason(), error, tell)
 }
 
 /// The tier's readiness as a service using it sees it: `(status, reason, message)` of its

@@ -262,6 +262,37 @@ pub fn is_rejected(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422))
 }
 
+/// The shared end of every controller's error policy: the failure counted and logged, the
+/// object retried with backoff and jitter, and, when the API server refused a write for good
+/// (`tell`), the user told by a Warning Event, since retrying alone will not fix it.
+pub fn retry_later(
+    ctx: &Arc<Context>,
+    controller: &'static str,
+    key: &str,
+    reason: &'static str,
+    error: &dyn std::error::Error,
+    tell: Option<k8s_openapi::api::core::v1::ObjectReference>,
+) -> kube::runtime::controller::Action {
+    ctx.telemetry.reconcile_failed(controller, reason);
+    let delay = ctx.retry_after(key);
+    let note = error_chain(error);
+    tracing::warn!(controller, object = %key, error = %note, retry_in = ?delay, "reconcile failed");
+    if let Some(reference) = tell {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            publish(
+                &ctx,
+                &reference,
+                kube::runtime::events::EventType::Warning,
+                reason,
+                note,
+            )
+            .await;
+        });
+    }
+    kube::runtime::controller::Action::requeue(delay)
+}
+
 /// Publishes an Event about `reference`; failing to is logged, never fatal (Events are a
 /// courtesy, the status is the record).
 pub async fn publish(

@@ -41,7 +41,7 @@ use self::status::{Owned, Replicas};
 use self::validate::{Invalid, Validated, validate};
 use super::clock::{time_at, unix_now};
 use super::conditions::Computed;
-use super::{Context, FIELD_MANAGER, WatchBackoff, error_chain};
+use super::{Context, FIELD_MANAGER, WatchBackoff};
 
 /// The controller's name in metrics and logs.
 pub const CONTROLLER: &str = "marketplaceservice";
@@ -524,29 +524,19 @@ async fn publish(
 /// Transient errors retry with backoff and jitter; a write the API server rejected is
 /// also told to the user as a Warning Event, since retrying alone will not fix it.
 fn error_policy(obj: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {
-    let ctx = &state.ctx;
-    ctx.telemetry.reconcile_failed(CONTROLLER, error.reason());
     let Ok(msvc) = &obj.0 else {
+        state
+            .ctx
+            .telemetry
+            .reconcile_failed(CONTROLLER, error.reason());
         return Action::await_change();
     };
     let key = key_of(
         msvc.metadata.namespace.as_deref().unwrap_or_default(),
         msvc.metadata.name.as_deref().unwrap_or_default(),
     );
-    let delay = ctx.retry_after(&key);
-    tracing::warn!(object = %key, error = %error_chain(error), retry_in = ?delay, "reconcile failed");
-    if error.is_rejected() {
-        let (ctx, msvc, reason, note) = (
-            state.ctx.clone(),
-            msvc.clone(),
-            error.reason(),
-            error_chain(error),
-        );
-        tokio::spawn(async move {
-            publish(&ctx, &msvc, EventType::Warning, reason, note).await;
-        });
-    }
-    Action::requeue(delay)
+    let tell = error.is_rejected().then(|| msvc.object_ref(&()));
+    super::retry_later(&state.ctx, CONTROLLER, &key, error.reason(), error, tell)
 }
 
 /// The object reference a trigger sends for a service.

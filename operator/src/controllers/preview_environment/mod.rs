@@ -452,23 +452,17 @@ fn error_policy(obj: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
     if error.is_waiting() {
         return Action::requeue(TERMINATING_POLL);
     }
-    ctx.telemetry.reconcile_failed(CONTROLLER, error.reason());
     let Ok(penv) = &obj.0 else {
+        ctx.telemetry.reconcile_failed(CONTROLLER, error.reason());
         return Action::requeue(ctx.retry_after(""));
     };
-    let key = penv.name_any();
-    let delay = ctx.retry_after(&key);
-    tracing::warn!(environment = %key, error = %error_chain(error), retry_in = ?delay, "reconcile failed");
-    if error.is_rejected() {
-        let (ctx, reference, reason, note) = (
-            ctx.clone(),
-            penv.object_ref(&()),
-            error.reason(),
-            error_chain(error),
-        );
-        tokio::spawn(async move {
-            super::publish(&ctx, &reference, EventType::Warning, reason, note).await;
-        });
-    }
-    Action::requeue(delay)
+    let tell = error.is_rejected().then(|| penv.object_ref(&()));
+    super::retry_later(
+        &ctx,
+        CONTROLLER,
+        &penv.name_any(),
+        error.reason(),
+        error,
+        tell,
+    )
 }
