@@ -48,6 +48,7 @@ impl Run {
             current_replicas: self.current,
             ready_replicas: self.current,
             metrics: &readings,
+            pods: &[],
         });
         self.current = d.desired.max(1);
         d.desired

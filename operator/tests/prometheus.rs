@@ -511,6 +511,7 @@ async fn each_metric_types_promql_drives_the_decision_the_hpa_arithmetic_predict
             current_replicas: ORDERS.ready_replicas,
             ready_replicas: ORDERS.ready_replicas,
             metrics: &[reading],
+            pods: &[],
         });
         let hpa = (f64::from(ORDERS.ready_replicas) * exported / target).ceil() as u32;
         assert_eq!(decision.desired, hpa, "{type_:?}: {}", decision.reason());

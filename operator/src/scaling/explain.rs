@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use super::hpa::MetricProblem;
 use super::policy::MetricKind;
 use super::predictive::Forecast;
 
@@ -40,7 +41,12 @@ impl fmt::Display for Mode {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MetricUse {
     pub kind: MetricKind,
+    /// The HPA's current value: a utilization in percent, else the per-pod average or the
+    /// service-wide value.
     pub value: f64,
+    /// For a utilization decided from the pod list, the raw per-pod average (the HPA's
+    /// `currentAverageValue`), in the resource's unit.
+    pub raw_average: Option<f64>,
     pub target: f64,
     pub ratio: f64,
     pub replicas: u32,
@@ -75,6 +81,8 @@ pub struct Explanation {
     /// The reactive recommendation after stabilization.
     pub stabilized: Option<u32>,
     pub hold: Option<Hold>,
+    /// The first metric that gave no proposal: its policy index, kind and why.
+    pub problem: Option<(usize, MetricKind, MetricProblem)>,
     pub failures: u32,
     /// (short-window demand, ready replicas, threshold) while burst mode is on.
     pub burst: Option<(f64, u32, f64)>,
@@ -93,6 +101,7 @@ impl Explanation {
             metric: None,
             stabilized: None,
             hold: None,
+            problem: None,
             failures: 0,
             burst: None,
             forecast: None,
@@ -110,10 +119,148 @@ pub struct Decision {
     pub explanation: Explanation,
 }
 
+/// One of the HPA's status conditions, as its controller would set it on this tick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HpaCondition {
+    /// `AbleToScale`, `ScalingActive` or `ScalingLimited`.
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl HpaCondition {
+    fn new(type_: &'static str, status: bool, reason: &'static str, message: String) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message,
+        }
+    }
+}
+
 impl Decision {
     /// The human-readable reason (allocates; call it when the reason is shown).
     pub fn reason(&self) -> String {
         self.to_string()
+    }
+
+    /// The conditions the HPA controller sets on a sync that decided this, with its reasons
+    /// and messages (`horizontal.go`), for a harness comparing the engine with the HPA. Only
+    /// the conditions that sync would touch: the HPA leaves the others as they were (a
+    /// target clamped to its bounds before any metric is read touches none but
+    /// `AbleToScale`). `AbleToScale` assumes the caller applies a changed count.
+    pub fn hpa_conditions(&self) -> Vec<HpaCondition> {
+        const ABLE: &str = "AbleToScale";
+        const ACTIVE: &str = "ScalingActive";
+        const LIMITED: &str = "ScalingLimited";
+        let e = &self.explanation;
+        let mut out = Vec::with_capacity(3);
+        if e.hold == Some(Hold::ScaledToZero) {
+            out.push(HpaCondition::new(
+                ACTIVE,
+                false,
+                "ScalingDisabled",
+                "scaling is disabled since the replica count of the target is zero".into(),
+            ));
+            return out;
+        }
+        let failed = matches!(
+            e.hold,
+            Some(Hold::AllMetricsMissing | Hold::SomeMetricsMissing)
+        );
+        if failed {
+            let (reason, message) = match e.problem {
+                Some((index, kind, problem)) => {
+                    let reason = match kind {
+                        MetricKind::Cpu => "FailedGetResourceMetric",
+                        _ => "FailedGetPodsMetric",
+                    };
+                    (
+                        reason,
+                        format!(
+                            "the HPA was unable to compute the replica count: metric {index} \
+                             ({kind}): {problem:?}"
+                        ),
+                    )
+                }
+                None => (
+                    "FailedGetPodsMetric",
+                    "the HPA was unable to compute the replica count: no metric".into(),
+                ),
+            };
+            out.push(HpaCondition::new(ACTIVE, false, reason, message));
+        } else if let Some(m) = e.metric {
+            let source = match m.kind {
+                MetricKind::Cpu => "cpu resource utilization (percentage of request)".into(),
+                kind => format!("pods metric {kind}"),
+            };
+            out.push(HpaCondition::new(
+                ACTIVE,
+                true,
+                "ValidMetricFound",
+                format!("the HPA was able to successfully calculate a replica count from {source}"),
+            ));
+        }
+        if self.desired != e.current {
+            out.push(HpaCondition::new(
+                ABLE,
+                true,
+                "SucceededRescale",
+                format!(
+                    "the HPA controller was able to update the target scale to {}",
+                    self.desired
+                ),
+            ));
+        } else if !failed && let (Some(m), Some(held)) = (e.metric, e.stabilized) {
+            let (reason, message) = match held.cmp(&m.replicas) {
+                std::cmp::Ordering::Greater => (
+                    "ScaleDownStabilized",
+                    "recent recommendations were higher than current one, applying the highest recent recommendation",
+                ),
+                std::cmp::Ordering::Less => (
+                    "ScaleUpStabilized",
+                    "recent recommendations were lower than current one, applying the lowest recent recommendation",
+                ),
+                std::cmp::Ordering::Equal => {
+                    ("ReadyForNewScale", "recommended size matches current size")
+                }
+            };
+            out.push(HpaCondition::new(ABLE, true, reason, message.into()));
+        }
+        if failed || e.metric.is_none() {
+            return out;
+        }
+        let (status, reason, message) = match e.limit.map(|(l, _)| l) {
+            None => (
+                false,
+                "DesiredWithinRange",
+                "the desired count is within the acceptable range",
+            ),
+            Some(Limit::ScaleUpRate) => (
+                true,
+                "ScaleUpLimit",
+                "the desired replica count is increasing faster than the maximum scale rate",
+            ),
+            Some(Limit::ScaleDownRate) => (
+                true,
+                "ScaleDownLimit",
+                "the desired replica count is decreasing faster than the maximum scale rate",
+            ),
+            Some(Limit::MaxReplicas) => (
+                true,
+                "TooManyReplicas",
+                "the desired replica count is more than the maximum replica count",
+            ),
+            Some(Limit::MinReplicas) => (
+                true,
+                "TooFewReplicas",
+                "the desired replica count is less than the minimum replica count",
+            ),
+        };
+        out.push(HpaCondition::new(LIMITED, status, reason, message.into()));
+        out
     }
 }
 

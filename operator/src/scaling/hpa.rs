@@ -55,6 +55,26 @@ pub enum MetricProblem {
     Unavailable,
     NoPodsReporting,
     NoReadyPods,
+    /// From the pod list: no pods matched the selector.
+    NoPods,
+    /// From the pod list: a counted pod (or the named container) has no request.
+    MissingRequest,
+    /// From the pod list: no sample of a pod that counts (all unready, ignored or unknown).
+    NoTargetedMetrics,
+}
+
+impl From<super::pods::PodError> for MetricProblem {
+    fn from(e: super::pods::PodError) -> Self {
+        use super::pods::PodError as E;
+        match e {
+            E::NoMetrics => Self::Unavailable,
+            E::NoPods => Self::NoPods,
+            E::MissingRequest { .. }
+            | E::MissingPodRequest { .. }
+            | E::ContainerNotFound { .. } => Self::MissingRequest,
+            E::NoTargetedMetrics | E::NoMatchingPods => Self::NoTargetedMetrics,
+        }
+    }
 }
 
 /// The HPA's tolerance band, which may differ per direction (k8s 1.33
@@ -71,11 +91,11 @@ impl Tolerances {
         Self { up: t, down: t }
     }
 
-    /// |1 − ratio| against the direction's tolerance, computed as the HPA always has (so
-    /// 1.10 against 0.1 is outside: |1 − 1.1| is 0.10000000000000009 in float64).
-    fn within(self, ratio: f64) -> bool {
-        let t = if ratio > 1.0 { self.up } else { self.down };
-        (1.0 - ratio).abs() <= t
+    /// The HPA's test since k8s 1.33 (`Tolerances.isWithin`): 1 − down ≤ ratio ≤ 1 + up.
+    /// Before 1.33 it was |1 − ratio| ≤ t, which in float64 differs at the upper edge only
+    /// (1.1 against 0.1: |1 − 1.1| is 0.10000000000000009, outside; 1 + 0.1 is 1.1, within).
+    pub(super) fn within(self, ratio: f64) -> bool {
+        1.0 - self.down <= ratio && ratio <= 1.0 + self.up
     }
 }
 

@@ -18,6 +18,7 @@
 
 mod explain;
 mod hpa;
+pub mod pods;
 mod policy;
 mod predictive;
 mod recommended;
@@ -28,7 +29,7 @@ mod window;
 #[cfg(test)]
 mod tests;
 
-pub use explain::{Decision, Explanation, Hold, Limit, MetricUse, Mode};
+pub use explain::{Decision, Explanation, Hold, HpaCondition, Limit, MetricUse, Mode};
 pub use hpa::{
     MetricProblem, MetricProposal, MetricReading, Tolerances, replicas_for_metric,
     replicas_for_metric_within,
@@ -55,6 +56,11 @@ pub struct Observation<'a> {
     pub ready_replicas: u32,
     /// One reading per policy metric, in the policy's order; absent entries are missing.
     pub metrics: &'a [MetricReading],
+    /// Optional, per policy metric in the same order: the pod list and the pods' samples,
+    /// from which the engine decides exactly as the HPA's replica calculator would (pod
+    /// grouping, requests, the CPU readiness rules). An absent or `None` entry uses
+    /// `metrics`; empty for a caller without pods (`simulate`).
+    pub pods: &'a [pods::PodInput<'a>],
 }
 
 /// The engine: a resolved policy and the history its windows need.
@@ -78,6 +84,17 @@ pub struct Engine {
     schedules: Vec<ScheduleState>,
     failures: u32,
     started: bool,
+    /// Every reactive recommendation within the longer stabilization window, as the HPA
+    /// keeps them (the windows above keep only what can still win).
+    recommendations: std::collections::VecDeque<(Seconds, u32)>,
+}
+
+/// A replica change the engine asked for, as the HPA records it for its rate policies.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScaleEvent {
+    pub at: Seconds,
+    /// Positive for a scale-up.
+    pub change: i64,
 }
 
 struct EventHistory<'a> {
@@ -123,6 +140,7 @@ impl Engine {
             schedules: vec![ScheduleState::default(); policy.schedules.len()],
             failures: 0,
             started: false,
+            recommendations: std::collections::VecDeque::new(),
             policy,
         })
     }
@@ -152,6 +170,28 @@ impl Engine {
         }
         self.policy = policy;
         Ok(())
+    }
+
+    /// The reactive recommendations (time, replicas) within the longer stabilization window,
+    /// oldest first: the HPA's recommendation history, for a harness that compares with it.
+    pub fn recommendations(&self) -> impl Iterator<Item = (Seconds, u32)> + '_ {
+        self.recommendations.iter().copied()
+    }
+
+    /// The scale events within the longest rate-policy period, oldest first (a tick that
+    /// changed nothing is no event).
+    pub fn scale_events(&self) -> Vec<ScaleEvent> {
+        let up = self.up_events.iter().map(|(at, c)| ScaleEvent {
+            at,
+            change: i64::from(c),
+        });
+        let down = self.down_events.iter().map(|(at, c)| ScaleEvent {
+            at,
+            change: -i64::from(c),
+        });
+        let mut events: Vec<ScaleEvent> = up.chain(down).collect();
+        events.sort_by(|a, b| a.at.total_cmp(&b.at));
+        events
     }
 
     /// Feeds recorded demand (unix time, replicas at target: `MetricProposal::demand`, the
@@ -275,6 +315,15 @@ impl Engine {
         };
         self.up_window.push(now, metric_desired);
         self.down_window.push(now, metric_desired);
+        let kept = up_w.max(down_w);
+        while self
+            .recommendations
+            .front()
+            .is_some_and(|(t, _)| *t <= now - kept)
+        {
+            self.recommendations.pop_front();
+        }
+        self.recommendations.push_back((now, metric_desired));
         // The same recommendation held over the predictive block's shorter window: used
         // where the forecast floor already covers it (below).
         let short_stabilized = match self.policy.predictive.as_ref().and_then(|p| p.down_window) {
@@ -442,11 +491,23 @@ impl Engine {
                 .get(i)
                 .copied()
                 .unwrap_or_else(MetricReading::missing);
-            let Ok(mut proposal) =
-                replicas_for_metric_within(metric, &reading, current, obs.ready_replicas, tol)
-            else {
-                missing_any = true;
-                continue;
+            let from_pods = obs.pods.get(i).copied().flatten();
+            let computed = match &from_pods {
+                Some(input) => {
+                    from_pod_list(metric, input, &reading, current, tol, &p.pod_rules, obs.now)
+                }
+                None => {
+                    replicas_for_metric_within(metric, &reading, current, obs.ready_replicas, tol)
+                        .map(|proposal| (proposal, reading.value.unwrap_or(0.0), None))
+                }
+            };
+            let (mut proposal, value, raw_average) = match computed {
+                Ok(found) => found,
+                Err(problem) => {
+                    missing_any = true;
+                    why.problem.get_or_insert((i, metric.kind, problem));
+                    continue;
+                }
             };
             if p.metric_window > 0.0 {
                 // Knative-style: the windowed demand replaces the instantaneous arithmetic.
@@ -469,7 +530,8 @@ impl Engine {
             demand = demand.max(proposal.demand);
             let used = MetricUse {
                 kind: metric.kind,
-                value: reading.value.unwrap_or(0.0),
+                value,
+                raw_average,
                 target: metric.target,
                 ratio: proposal.ratio,
                 replicas: proposal.replicas,
@@ -616,6 +678,73 @@ impl Engine {
             desired: target,
             mode,
             explanation: why,
+        }
+    }
+}
+
+/// One metric's proposal from the pod list, with the value the HPA reports for it
+/// (utilization in percent, or the average in the metric's unit) and, for a utilization,
+/// the raw per-pod average.
+fn from_pod_list(
+    metric: &MetricPolicy,
+    input: &pods::PodMetric<'_>,
+    reading: &MetricReading,
+    current: u32,
+    tol: Tolerances,
+    rules: &pods::PodRules,
+    now: Seconds,
+) -> Result<(MetricProposal, f64, Option<f64>), MetricProblem> {
+    let milli = |x: f64| (x * 1000.0).round() as i64;
+    match metric.target_type {
+        TargetType::Utilization => {
+            let target = metric.target.round().clamp(1.0, f64::from(i32::MAX)) as i32;
+            let calc = pods::resource_replicas(input, current, target, tol, rules, now)
+                .map_err(MetricProblem::from)?;
+            let proposal = MetricProposal {
+                replicas: calc.replicas,
+                ratio: calc.ratio,
+                demand: calc.ratio * calc.ready as f64,
+            };
+            Ok((
+                proposal,
+                f64::from(calc.utilization),
+                Some(calc.raw_average as f64 / 1000.0),
+            ))
+        }
+        TargetType::AverageValue => {
+            let calc = pods::plain_replicas(input, current, milli(metric.target), tol, rules, now)
+                .map_err(MetricProblem::from)?;
+            let proposal = MetricProposal {
+                replicas: calc.replicas,
+                ratio: calc.ratio,
+                demand: calc.ratio * calc.ready as f64,
+            };
+            Ok((proposal, calc.usage as f64 / 1000.0, None))
+        }
+        TargetType::Value => {
+            let value = reading.value.ok_or(MetricProblem::Unavailable)?;
+            if !value.is_finite() || value < 0.0 {
+                return Err(MetricProblem::Unavailable);
+            }
+            let (usage, target) = (milli(value), milli(metric.target));
+            let replicas = pods::value_replicas(current, usage, target, tol, input.pods)
+                .map_err(MetricProblem::from)?;
+            let ratio = usage as f64 / target as f64;
+            let ready = pods::ready_pods(input.pods);
+            let demand = if current == 0 {
+                ratio
+            } else {
+                ratio * f64::from(ready)
+            };
+            Ok((
+                MetricProposal {
+                    replicas,
+                    ratio,
+                    demand,
+                },
+                value,
+                None,
+            ))
         }
     }
 }

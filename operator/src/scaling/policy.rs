@@ -280,6 +280,9 @@ pub struct Policy {
     /// max(2 × current, 4) per sync, scale-down held by the stabilization window alone, no
     /// rate policies), not the autoscaling/v2 default behavior.
     pub legacy: bool,
+    /// The HPA controller's CPU initialization period and initial readiness delay, used
+    /// when a decision is given the pod list (`Observation::pods`).
+    pub pod_rules: super::pods::PodRules,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -333,6 +336,7 @@ impl Policy {
             fallback: None,
             poll_interval: 15.0,
             legacy: true,
+            pod_rules: super::pods::PodRules::default(),
         }
     }
 

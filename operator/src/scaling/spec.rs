@@ -243,6 +243,7 @@ impl Policy {
             fallback,
             poll_interval,
             legacy,
+            pod_rules: super::pods::PodRules::default(),
         };
         policy.validate()?;
         Ok(policy)

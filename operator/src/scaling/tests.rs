@@ -23,6 +23,7 @@ fn tick(engine: &mut Engine, now: f64, current: u32, avg: f64) -> Decision {
         current_replicas: current,
         ready_replicas: current,
         metrics: &readings,
+        pods: &[],
     })
 }
 
@@ -75,8 +76,10 @@ fn hpa_table_of_the_documented_replica_calculation() {
         (1, 200.0, 100.0, 0.1, 2),   // 200m vs 100m doubles
         (4, 50.0, 100.0, 0.1, 2),    // 50m vs 100m halves
         (10, 105.0, 100.0, 0.1, 10), // ratio 1.05: within tolerance
-        // ratio 1.10: in float64, |1 - 1.1| = 0.10000000000000009 > 0.1, so the HPA scales.
-        (10, 110.0, 100.0, 0.1, 11),
+        // ratio 1.10: on the edge, and within since k8s 1.33's 1 - down <= r <= 1 + up
+        // (before, |1 - 1.1| = 0.10000000000000009 > 0.1 scaled to 11).
+        (10, 110.0, 100.0, 0.1, 10),
+        (10, 90.0, 100.0, 0.1, 10),  // the lower edge, within either way
         (10, 111.0, 100.0, 0.1, 12), // ratio 1.11: ceil(11.1)
         (10, 91.0, 100.0, 0.1, 10),
         (10, 89.0, 100.0, 0.1, 9),
@@ -163,6 +166,7 @@ fn hpa_several_metrics_combine_by_max() {
         current_replicas: 4,
         ready_replicas: 4,
         metrics: &readings,
+        pods: &[],
     });
     assert_eq!(d.desired, 8); // rps asks 6, in-flight asks 12 → rate limit: max(4 + 4, 2 × 4) = 8
     assert_eq!(d.mode, Mode::Limited);
@@ -266,6 +270,7 @@ fn hpa_leaves_a_target_scaled_to_zero_alone() {
         current_replicas: 0,
         ready_replicas: 0,
         metrics: &[],
+        pods: &[],
     });
     assert_eq!(d.desired, 0);
     assert_eq!(d.explanation.hold, Some(Hold::ScaledToZero));
@@ -281,6 +286,7 @@ fn scale_down_is_held_when_metrics_are_missing() {
         current_replicas: 7,
         ready_replicas: 7,
         metrics: &[MetricReading::missing()],
+        pods: &[],
     });
     assert_eq!((d.desired, d.mode), (7, Mode::Stable));
     assert_eq!(d.explanation.hold, Some(Hold::AllMetricsMissing));
@@ -301,6 +307,7 @@ fn scale_down_is_held_when_one_of_two_metrics_is_missing() {
         current_replicas: 8,
         ready_replicas: 8,
         metrics: &readings,
+        pods: &[],
     });
     assert_eq!(d.desired, 8);
     assert_eq!(d.explanation.hold, Some(Hold::SomeMetricsMissing));
@@ -311,6 +318,7 @@ fn scale_down_is_held_when_one_of_two_metrics_is_missing() {
         current_replicas: 8,
         ready_replicas: 8,
         metrics: &readings,
+        pods: &[],
     });
     assert_eq!(d.desired, 16);
 }
@@ -334,6 +342,7 @@ fn fallback_replicas_apply_after_the_failure_threshold() {
             current_replicas: 2,
             ready_replicas: 2,
             metrics: &missing,
+            pods: &[],
         });
         assert_eq!((d.desired, d.mode), expected, "tick {i}");
     }
@@ -343,6 +352,7 @@ fn fallback_replicas_apply_after_the_failure_threshold() {
         current_replicas: 9,
         ready_replicas: 9,
         metrics: &missing,
+        pods: &[],
     });
     assert_eq!((d.desired, d.mode), (9, Mode::Fallback));
     assert!(
@@ -715,6 +725,7 @@ fn run(policy: &Policy, ticks: &[(f64, Option<f64>, f64)]) -> Vec<(Decision, u32
             current_replicas: current,
             ready_replicas: ready,
             metrics: &[reading],
+            pods: &[],
         });
         out.push((d, current));
         current = d.desired;
@@ -823,6 +834,7 @@ fn a_value_target_scales_up_from_zero_replicas() {
         current_replicas: 0,
         ready_replicas: 0,
         metrics: &[MetricReading::value(25.0)],
+        pods: &[],
     });
     assert_eq!(d.desired, 3, "{}", d.reason());
 }
@@ -921,4 +933,235 @@ fn a_forecast_that_does_not_beat_persistence_has_not_earned_its_place() {
         }
     }
     assert!(g.skilled(&p));
+}
+
+// ---- The pod list, the HPA's conditions and its history -----------------------------------
+
+fn cpu_utilization(target: f64) -> Policy {
+    let mut p = Policy::hpa(1, 100, 1.0);
+    p.metrics = vec![MetricPolicy {
+        kind: MetricKind::Cpu,
+        target_type: TargetType::Utilization,
+        target,
+    }];
+    p
+}
+
+#[test]
+fn given_the_pods_the_engine_decides_as_the_replica_calculator() {
+    use pods::{
+        ConditionStatus, Container, ContainerKind, Pod, PodMetric, PodPhase, ReadyCondition, Sample,
+    };
+    let now = 10_000.0;
+    let containers = [Container {
+        name: "app",
+        kind: ContainerKind::Regular,
+        request: Some(1000),
+    }];
+    let pod = |name, start: f64, status| Pod {
+        name,
+        phase: PodPhase::Running,
+        deleting: false,
+        ready: Some(ReadyCondition {
+            status,
+            last_transition: start + 20.0,
+        }),
+        start_time: Some(start),
+        containers: &containers,
+        pod_request: None,
+    };
+    // Two old pods at 90% of a 1-CPU request and one started 60 s ago, ready for 40 s, whose
+    // 60 s sample still holds its start-up burst: the HPA sets that sample aside.
+    let list = [
+        pod("a", 0.0, ConditionStatus::True),
+        pod("b", 0.0, ConditionStatus::True),
+        pod("c", now - 60.0, ConditionStatus::True),
+    ];
+    let sample = |pod, value| Sample {
+        pod,
+        value,
+        timestamp: now,
+        window: 60.0,
+    };
+    let samples = [sample("a", 900), sample("b", 900), sample("c", 3000)];
+    let input = [Some(PodMetric {
+        pods: &list,
+        samples: &samples,
+        container: None,
+        resource: "cpu",
+    })];
+    let mut e = engine(cpu_utilization(60.0));
+    let d = e.decide(&Observation {
+        now,
+        current_replicas: 3,
+        ready_replicas: 3,
+        metrics: &[],
+        pods: &input,
+    });
+    // 90% / 60% = 1.5 on the two that count; c as idle on a scale-up: (900 + 900 + 0) / 3000
+    // = 60% → within tolerance → 3. An aggregate that averaged c's burst in would ask for 7.
+    assert_eq!(d.desired, 3, "{d}");
+    let m = d.explanation.metric.expect("metric used");
+    assert_eq!(m.value, 90.0);
+    assert_eq!(m.raw_average, Some(0.9));
+    let expected = pods::resource_replicas(
+        &input[0].expect("input"),
+        3,
+        60,
+        Tolerances::symmetric(0.1),
+        &pods::PodRules::default(),
+        now,
+    )
+    .expect("a calculation");
+    assert_eq!(expected.replicas, 3);
+
+    // Past its initialization period c counts: (900 + 900 + 3000) / 3 = 160% → ceil(8) = 8,
+    // cut by the legacy scale-up limit to max(2 × 3, 4) = 6.
+    let later = now + 400.0;
+    let samples = [
+        Sample {
+            timestamp: later,
+            ..samples[0]
+        },
+        Sample {
+            timestamp: later,
+            ..samples[1]
+        },
+        Sample {
+            timestamp: later,
+            ..samples[2]
+        },
+    ];
+    let input = [Some(PodMetric {
+        pods: &list,
+        samples: &samples,
+        container: None,
+        resource: "cpu",
+    })];
+    let d = e.decide(&Observation {
+        now: later,
+        current_replicas: 3,
+        ready_replicas: 3,
+        metrics: &[],
+        pods: &input,
+    });
+    assert_eq!(d.desired, 6, "{d}");
+    assert_eq!(d.explanation.metric.map(|m| m.replicas), Some(8));
+    let conditions = d.hpa_conditions();
+    let find = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status, c.reason))
+    };
+    assert_eq!(find("ScalingActive"), Some((true, "ValidMetricFound")));
+    assert_eq!(find("AbleToScale"), Some((true, "SucceededRescale")));
+    assert_eq!(find("ScalingLimited"), Some((true, "ScaleUpLimit")));
+
+    // No pod counts (all pending): the metric fails, nothing is scaled down.
+    let pending = [Pod {
+        phase: PodPhase::Pending,
+        ..list[0]
+    }];
+    let input = [Some(PodMetric {
+        pods: &pending,
+        samples: &samples,
+        container: None,
+        resource: "cpu",
+    })];
+    let d = e.decide(&Observation {
+        now: later + 15.0,
+        current_replicas: 6,
+        ready_replicas: 0,
+        metrics: &[],
+        pods: &input,
+    });
+    assert_eq!(d.desired, 6);
+    assert_eq!(
+        d.explanation.problem,
+        Some((0, MetricKind::Cpu, MetricProblem::NoTargetedMetrics))
+    );
+    let conditions = d.hpa_conditions();
+    assert_eq!(conditions.len(), 1, "{conditions:?}");
+    assert_eq!(
+        (
+            conditions[0].type_,
+            conditions[0].status,
+            conditions[0].reason
+        ),
+        ("ScalingActive", false, "FailedGetResourceMetric")
+    );
+}
+
+#[test]
+fn the_hpa_conditions_follow_its_controller() {
+    let reasons = |d: &Decision| {
+        d.hpa_conditions()
+            .into_iter()
+            .map(|c| (c.type_, c.status, c.reason))
+            .collect::<Vec<_>>()
+    };
+    let mut e = engine(Policy::hpa(2, 10, 100.0));
+    // At target: nothing to do.
+    let d = tick(&mut e, 0.0, 4, 100.0);
+    assert_eq!(
+        reasons(&d),
+        [
+            ("ScalingActive", true, "ValidMetricFound"),
+            ("AbleToScale", true, "ReadyForNewScale"),
+            ("ScalingLimited", false, "DesiredWithinRange"),
+        ]
+    );
+    // Load halves: the 300 s window holds the earlier recommendation of 4.
+    let d = tick(&mut e, 15.0, 4, 50.0);
+    assert_eq!(d.desired, 4);
+    assert_eq!(reasons(&d)[1], ("AbleToScale", true, "ScaleDownStabilized"));
+    // Far more than maxReplicas allows.
+    let d = tick(&mut e, 30.0, 4, 1000.0);
+    assert_eq!(d.desired, 8); // legacy rate: max(2 × 4, 4) before maxReplicas 10
+    assert_eq!(reasons(&d)[2], ("ScalingLimited", true, "ScaleUpLimit"));
+    let d = tick(&mut e, 45.0, 8, 1000.0);
+    assert_eq!(d.desired, 10);
+    assert_eq!(reasons(&d)[2], ("ScalingLimited", true, "TooManyReplicas"));
+    // A target scaled to zero by hand: autoscaling is off.
+    let d = tick(&mut e, 60.0, 0, 0.0);
+    assert_eq!(reasons(&d), [("ScalingActive", false, "ScalingDisabled")]);
+}
+
+#[test]
+fn the_recommendation_history_and_scale_events_are_the_hpa_s() {
+    let mut p = Policy::hpa(1, 100, 100.0);
+    p.scale_down.stabilization_window = 60.0;
+    let mut e = engine(p);
+    let mut current = 2;
+    for (i, load) in [
+        100.0, 300.0, 300.0, 100.0, 100.0, 100.0, 100.0, 100.0, 100.0,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let now = i as f64 * 15.0;
+        let desired = tick(&mut e, now, current, load).desired;
+        // Each change is an event at its tick, of its size.
+        let last = e.scale_events().last().copied();
+        if desired != current {
+            assert_eq!(
+                last,
+                Some(ScaleEvent {
+                    at: now,
+                    change: i64::from(desired) - i64::from(current)
+                })
+            );
+        } else {
+            assert!(last.is_none_or(|ev| ev.at < now));
+        }
+        current = desired;
+    }
+    // 60 s window at 15 s ticks: the recommendations of the last 60 s (t = 75 … 120).
+    let history: Vec<(f64, u32)> = e.recommendations().collect();
+    assert_eq!(
+        history,
+        [(75.0, 12), (90.0, 12), (105.0, 12), (120.0, 12)],
+        "scaled to {current}"
+    );
 }

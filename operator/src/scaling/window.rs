@@ -128,6 +128,11 @@ impl Events {
             .map(|(_, c)| *c)
             .sum()
     }
+
+    /// The events kept, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (Seconds, u32)> + '_ {
+        self.items.iter().copied()
+    }
 }
 
 #[cfg(test)]

@@ -187,6 +187,7 @@ fn replay_engine(
                 current_replicas: current,
                 ready_replicas: ready,
                 metrics: &readings,
+                pods: &[],
             };
             let d = engine.decide(&obs);
             match modes.iter_mut().find(|(m, _)| *m == d.mode) {

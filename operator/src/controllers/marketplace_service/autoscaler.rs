@@ -312,6 +312,7 @@ impl Task {
                 current_replicas: current,
                 ready_replicas: observed.ready,
                 metrics: &readings,
+                pods: &[],
             });
             self.ctx.telemetry.decision(mode_name(decision.mode));
             if decision.desired != current {
