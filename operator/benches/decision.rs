@@ -7,8 +7,12 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use marketplace_operator::scaling::pods::{
+    ConditionStatus, Container, ContainerKind, Pod, PodMetric, PodPhase, ReadyCondition, Sample,
+};
 use marketplace_operator::scaling::{
-    Engine, MetricReading, Observation, Policy, default_scaling_spec,
+    Engine, MetricKind, MetricPolicy, MetricReading, Observation, Policy, TargetType,
+    default_scaling_spec,
 };
 
 const WEEK_MINUTES: u32 = 7 * 1440;
@@ -108,7 +112,86 @@ fn decision(c: &mut Criterion) {
     g.bench_function("recommended_weekly_season_3600s_window", |b| {
         b.iter(|| black_box(long_windows.tick(1.0)))
     });
+    pod_list(&mut g);
     g.finish();
+}
+
+/// The HPA's CPU utilization from a pod list of 100 pods (a tenth of them young, so the
+/// initialization rules run), as a controller that lists pods would call it.
+fn pod_list(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    const PODS: usize = 100;
+    let mut policy = Policy::hpa(1, 200, 1.0);
+    policy.metrics = vec![MetricPolicy {
+        kind: MetricKind::Cpu,
+        target_type: TargetType::Utilization,
+        target: 60.0,
+    }];
+    let mut engine = match Engine::new(policy) {
+        Ok(e) => e,
+        Err(e) => panic!("benchmark policy is invalid: {e}"),
+    };
+    let names: Vec<String> = (0..PODS).map(|i| format!("orders-7d9f8-{i:05}")).collect();
+    let containers = [
+        Container {
+            name: "app",
+            kind: ContainerKind::Regular,
+            request: Some(500),
+        },
+        Container {
+            name: "proxy",
+            kind: ContainerKind::Sidecar,
+            request: Some(100),
+        },
+    ];
+    let now = 1_000_000.0;
+    let pods: Vec<Pod<'_>> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let start = if i % 10 == 0 { now - 60.0 } else { 0.0 };
+            Pod {
+                name,
+                phase: PodPhase::Running,
+                deleting: false,
+                ready: Some(ReadyCondition {
+                    status: ConditionStatus::True,
+                    last_transition: start + 20.0,
+                }),
+                start_time: Some(start),
+                containers: &containers,
+                pod_request: None,
+            }
+        })
+        .collect();
+    let samples: Vec<Sample<'_>> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Sample {
+            pod: name,
+            value: 300 + (i as i64 * 37) % 200,
+            timestamp: now,
+            window: 30.0,
+        })
+        .collect();
+    let input = [Some(PodMetric {
+        pods: &pods,
+        samples: &samples,
+        container: None,
+        resource: "cpu",
+    })];
+    let mut t = now;
+    g.bench_function("hpa_cpu_utilization_from_100_pods", |b| {
+        b.iter(|| {
+            t += 15.0;
+            black_box(engine.decide(&Observation {
+                now: t,
+                current_replicas: PODS as u32,
+                ready_replicas: PODS as u32,
+                metrics: &[],
+                pods: &input,
+            }))
+        })
+    });
 }
 
 criterion_group!(benches, decision);

@@ -30,9 +30,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     let get = |k: &str| kv.get(k).copied();
     for f in files {
-        let trace = match f.strip_prefix("marketplace:") {
-            Some(seed) => Synthetic::Marketplace.generate_seeded(seed.parse()?),
-            None => Trace::from_csv_file(std::path::Path::new(&f))?,
+        let trace = if let Some(seed) = f.strip_prefix("marketplace:") {
+            Synthetic::Marketplace.generate_seeded(seed.parse()?)
+        } else if let Some(seed) = f.strip_prefix("social:") {
+            Synthetic::Social.generate_seeded(seed.parse()?)
+        } else {
+            Trace::from_csv_file(std::path::Path::new(&f))?
         };
         let args = SimulateArgs {
             trace: None,
@@ -102,6 +105,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             set(&mut pr.down_step, "dstep");
             set(&mut pr.up_step, "ustep");
             set(&mut pr.down_window_cv, "scv");
+            set(&mut pr.budget, "budget");
+            set(&mut pr.budget_window, "bwin");
             set(&mut pr.down_every, "devery");
             if let Some(w) = get("sdown") {
                 pr.down_window = (w >= 0.0).then_some(w);

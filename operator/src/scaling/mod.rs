@@ -87,6 +87,75 @@ pub struct Engine {
     /// Every reactive recommendation within the longer stabilization window, as the HPA
     /// keeps them (the windows above keep only what can still win).
     recommendations: std::collections::VecDeque<(Seconds, u32)>,
+    /// The HPA's reactive core run beside the engine on the same demand, and the
+    /// replica-seconds both ran (`Predictive::budget`).
+    shadow: Option<Box<Shadow>>,
+    /// The latest tick's demand (replicas at target), for the shadow.
+    demand: Option<f64>,
+}
+
+/// The short scale-down window stands down while the engine's scale events exceed the
+/// shadow HPA's by this factor: the window trades churn for replica-seconds, and the goal
+/// allows 1.5 × the HPA's events.
+const CHURN_BUDGET: f64 = 1.25;
+/// ... once the shadow has made this many (weighted) events.
+const CHURN_MIN_EVENTS: f64 = 10.0;
+
+/// What the HPA alone would have run, for the extras' budget.
+#[derive(Clone, Debug)]
+struct Shadow {
+    engine: Engine,
+    replicas: Option<u32>,
+    /// Replica-seconds, exponentially weighted over the budget window: the engine's, the
+    /// shadow's.
+    ours: f64,
+    hpa: f64,
+    /// Scale events, weighted the same way: the engine's, the shadow's.
+    our_events: f64,
+    hpa_events: f64,
+    last: Option<Seconds>,
+}
+
+impl Shadow {
+    fn for_policy(policy: &Policy) -> Option<Box<Self>> {
+        let budget = policy.predictive.as_ref().map_or(0.0, |p| p.budget);
+        if budget <= 0.0 {
+            return None;
+        }
+        // One metric on the demand itself: the engine's reactive answer is the largest
+        // metric's, so the demand (replicas at target) carries it.
+        let core = Policy {
+            metrics: vec![MetricPolicy {
+                kind: MetricKind::Custom,
+                target_type: TargetType::AverageValue,
+                target: 1.0,
+            }],
+            metric_window: 0.0,
+            burst: None,
+            predictive: None,
+            fallback: None,
+            ..policy.clone()
+        };
+        let engine = Engine::new(core).ok()?;
+        Some(Box::new(Self {
+            engine,
+            replicas: None,
+            ours: 0.0,
+            hpa: 0.0,
+            our_events: 0.0,
+            hpa_events: 0.0,
+            last: None,
+        }))
+    }
+
+    fn over(&self, budget: f64) -> bool {
+        self.hpa > 0.0 && self.ours > (1.0 + budget) * self.hpa
+    }
+
+    /// More scale events than `CHURN_BUDGET` times the HPA's (after a few of its own).
+    fn churning(&self) -> bool {
+        self.our_events > CHURN_BUDGET * self.hpa_events.max(CHURN_MIN_EVENTS)
+    }
 }
 
 /// A replica change the engine asked for, as the HPA records it for its rate policies.
@@ -141,6 +210,8 @@ impl Engine {
             failures: 0,
             started: false,
             recommendations: std::collections::VecDeque::new(),
+            shadow: Shadow::for_policy(&policy),
+            demand: None,
             policy,
         })
     }
@@ -167,6 +238,13 @@ impl Engine {
         }
         if policy.schedules != self.policy.schedules {
             self.schedules = vec![ScheduleState::default(); policy.schedules.len()];
+        }
+        if self.shadow.is_none() != Shadow::for_policy(&policy).is_none() {
+            self.shadow = Shadow::for_policy(&policy);
+        } else if let Some(shadow) = self.shadow.as_mut()
+            && let Some(fresh) = Shadow::for_policy(&policy)
+        {
+            shadow.engine.update_policy(fresh.engine.policy.clone())?;
         }
         self.policy = policy;
         Ok(())
@@ -232,7 +310,65 @@ impl Engine {
         } else if decision.desired < current {
             self.down_events.push(now, current - decision.desired);
         }
+        self.account(obs, decision.desired);
         decision
+    }
+
+    /// Whether the engine has made more scale events than its churn budget allows.
+    fn churning(&self) -> bool {
+        self.shadow.as_ref().is_some_and(|s| s.churning())
+    }
+
+    /// Whether the extras have spent past their budget over the HPA's core.
+    fn over_budget(&self) -> bool {
+        match (&self.shadow, &self.policy.predictive) {
+            (Some(s), Some(p)) => s.over(p.budget),
+            _ => false,
+        }
+    }
+
+    /// Adds this interval's replica-seconds to the budget's ledger and moves the shadow HPA
+    /// one tick on the same demand.
+    fn account(&mut self, obs: &Observation<'_>, desired: u32) {
+        let window = self
+            .policy
+            .predictive
+            .as_ref()
+            .map_or(86_400.0, |p| p.budget_window.max(1.0));
+        let demand = self.demand.take();
+        let Some(shadow) = self.shadow.as_mut() else {
+            return;
+        };
+        let mine = *shadow.replicas.get_or_insert(obs.current_replicas);
+        if let Some(last) = shadow.last {
+            let dt = (obs.now - last).max(0.0);
+            let keep = (-dt / window).exp();
+            shadow.ours = shadow.ours * keep + f64::from(obs.current_replicas) * dt;
+            shadow.hpa = shadow.hpa * keep + f64::from(mine) * dt;
+            shadow.our_events *= keep;
+            shadow.hpa_events *= keep;
+        }
+        if desired != obs.current_replicas {
+            shadow.our_events += 1.0;
+        }
+        shadow.last = Some(obs.now);
+        if let Some(demand) = demand {
+            let readings = [MetricReading::average(
+                demand / f64::from(mine.max(1)),
+                mine,
+            )];
+            let d = shadow.engine.decide(&Observation {
+                now: obs.now,
+                current_replicas: mine,
+                ready_replicas: mine,
+                metrics: &readings,
+                pods: &[],
+            });
+            if d.desired != mine {
+                shadow.hpa_events += 1.0;
+            }
+            shadow.replicas = Some(d.desired);
+        }
     }
 
     fn decide_inner(&mut self, obs: &Observation<'_>) -> Decision {
@@ -292,6 +428,8 @@ impl Engine {
         let Some((metric_desired, demand, missing_any)) = self.reactive(obs, &mut why) else {
             return self.without_metrics(current, floor, why);
         };
+        self.demand = Some(demand);
+        let spend = !self.over_budget();
         if missing_any && metric_desired < current {
             // The HPA returns an error here and keeps the replicas; so do we.
             why.hold = Some(Hold::SomeMetricsMissing);
@@ -327,7 +465,7 @@ impl Engine {
         // The same recommendation held over the predictive block's shorter window: used
         // where the forecast floor already covers it (below).
         let short_stabilized = match self.policy.predictive.as_ref().and_then(|p| p.down_window) {
-            Some(w) if !self.policy.legacy => {
+            Some(w) if !self.policy.legacy && !self.churning() => {
                 self.short_down.evict(now - w);
                 let held = self.short_down.get(metric_desired);
                 self.short_down.push(now, metric_desired);
@@ -370,7 +508,7 @@ impl Engine {
                     std::cmp::Ordering::Equal => Mode::Stable,
                 };
             }
-            if held > target {
+            if spend && held > target {
                 if let Some(fc) = earned.or(forecast) {
                     why.forecast = Some((fc, held));
                 }
@@ -381,14 +519,14 @@ impl Engine {
                 f64::from(current.saturating_sub(target)) < p.down_step * f64::from(current);
             let recent =
                 p.down_every > 0.0 && self.down_events.change_since(now - p.down_every) > 0;
-            if target < current && forecast.is_some() && (small || recent) {
+            if spend && target < current && forecast.is_some() && (small || recent) {
                 // Too small a step down to be worth a rollout (noise would likely undo it),
                 // or too soon after the last one. Only with a noise model: before it, the
                 // engine is the HPA's core plus burst.
                 target = current;
                 mode = Mode::Stable;
             }
-            if target > current && p.up_step > 0.0 {
+            if spend && target > current && p.up_step > 0.0 {
                 // Going up anyway: go far enough that the next poll's noise does not ask
                 // for one more replica again.
                 target = target.max(ceil_replicas(f64::from(current) * (1.0 + p.up_step)));
@@ -433,7 +571,7 @@ impl Engine {
             let ready = obs.ready_replicas.max(1);
             // With a noise model, only a jump beyond the noise is a burst.
             let surprise = match (&self.policy.predictive, &self.predictor) {
-                (Some(p), Some(pr)) => Some(pr.surprise(p, short)),
+                (Some(p), Some(pr)) => Some(pr.surprise(p, short, now)),
                 _ => None,
             };
             let surprising = match surprise {
@@ -443,7 +581,7 @@ impl Engine {
             // With a predictive block, a slope is only projected once the noise is known
             // (a slope within the noise is no onset); without one, always.
             let project = !matches!(surprise, Some(None));
-            if surprising && short >= b.threshold * f64::from(ready) {
+            if spend && surprising && short >= b.threshold * f64::from(ready) {
                 self.burst_until = now + b.hold;
             }
             if now < self.burst_until {

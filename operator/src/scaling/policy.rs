@@ -243,6 +243,14 @@ pub struct Predictive {
     /// calibrated floor already plans for; on smooth traffic the long window is what keeps
     /// a dip from becoming a scale-down undone a minute later.
     pub down_window_cv: f64,
+    /// Never worse than the HPA on cost: the engine keeps a shadow of the HPA's reactive
+    /// core (same metrics, bounds and behavior, no extras) and the replica-seconds both ran
+    /// over `budget_window`; while the engine's exceed the shadow's by more than this share,
+    /// the extras that spend (the forecast floor, burst, the churn holds) stand down and the
+    /// engine decides as that core (0 = no budget).
+    pub budget: f64,
+    /// Time constant of the replica-seconds the budget compares.
+    pub budget_window: Seconds,
 }
 
 /// Fallback when metrics fail.

@@ -388,13 +388,29 @@ impl Predictor {
 
     /// How many noise spreads `demand` stands above the level; `None` until the noise has
     /// been learnt.
-    pub fn surprise(&self, p: &Predictive, demand: f64) -> Option<f64> {
+    pub fn surprise(&self, p: &Predictive, demand: f64, now: Seconds) -> Option<f64> {
         let last = self.last?;
         if last - self.first < p.noise_window || self.dispersion <= 0.0 {
             return None;
         }
         let spread = self.dispersion.sqrt() * self.level.max(1.0).powf(p.noise_exponent);
-        Some((demand - self.level) / spread.max(1e-9))
+        // Bots at a fixed minute are expected, not a surprise, once the profile has earned
+        // its place in the forecast: bursting on each of them overshoots every hour.
+        let expected = self.level + self.hourly_now(p, now);
+        Some((demand - expected) / spread.max(1e-9))
+    }
+
+    /// The hourly profile's deviation at this minute, when it is in the forecast.
+    fn hourly_now(&self, p: &Predictive, now: Seconds) -> f64 {
+        if self.hourly_joined(p) && self.hourly_ready() {
+            f64::from(self.hourly[minute_of_hour(now)]).max(0.0)
+        } else {
+            0.0
+        }
+    }
+
+    fn hourly_joined(&self, p: &Predictive) -> bool {
+        p.hourly && self.outcomes >= 20 && self.err_hourly < HOURLY_EVIDENCE * self.err_plain
     }
 
     /// The upper-quantile forecast of demand over (now, now + lead], once the noise has been
@@ -426,7 +442,7 @@ impl Predictor {
         let mut expected = self.level * seasonal;
         let mut hourly = 0.0;
         // The profile joins only once it has lowered the realized error.
-        if p.hourly && self.outcomes >= 20 && self.err_hourly < HOURLY_EVIDENCE * self.err_plain {
+        if self.hourly_joined(p) {
             hourly = self.hourly_offer(p, now);
             expected = (expected + hourly).max(0.0);
         }
@@ -500,6 +516,8 @@ mod tests {
             down_every: 0.0,
             down_window: None,
             down_window_cv: 0.0,
+            budget: 0.0,
+            budget_window: 86_400.0,
         }
     }
 

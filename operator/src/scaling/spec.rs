@@ -77,6 +77,10 @@ pub mod defaults {
     /// A burst needs the short-window demand this many spreads above the level when a
     /// predictive block learns the noise (not in the CRD).
     pub const BURST_MIN_SURPRISE: f64 = 4.0;
+    /// The extras may spend at most this share of replica-seconds over the HPA's core.
+    pub const PREDICTIVE_BUDGET: f64 = 0.02;
+    /// ... measured over about a day, so one sale's spend does not close the budget.
+    pub const PREDICTIVE_BUDGET_WINDOW_SECONDS: f64 = 86_400.0;
     /// Saturation over target: the target is 70% of what a replica can serve (not in the CRD).
     pub const PREDICTIVE_SATURATION: f64 = 1.0 / 0.7;
     pub const FALLBACK_FAILURE_THRESHOLD: u32 = 3;
@@ -220,6 +224,8 @@ impl Policy {
                 down_every: defaults::PREDICTIVE_DOWN_EVERY_SECONDS,
                 down_window: defaults::PREDICTIVE_DOWN_WINDOW_SECONDS,
                 down_window_cv: defaults::PREDICTIVE_DOWN_WINDOW_CV,
+                budget: defaults::PREDICTIVE_BUDGET,
+                budget_window: defaults::PREDICTIVE_BUDGET_WINDOW_SECONDS,
             }
         });
         let fallback = spec.fallback.as_ref().map(|f| Fallback {

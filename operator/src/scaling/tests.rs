@@ -55,6 +55,8 @@ fn daily_season() -> Predictive {
         down_every: 0.0,
         down_window: None,
         down_window_cv: 0.0,
+        budget: 0.0,
+        budget_window: 86_400.0,
     }
 }
 
@@ -1163,5 +1165,63 @@ fn the_recommendation_history_and_scale_events_are_the_hpa_s() {
         history,
         [(75.0, 12), (90.0, 12), (105.0, 12), (120.0, 12)],
         "scaled to {current}"
+    );
+}
+
+/// Replica-seconds of a policy over two days of 15 s polls on a load with a bot spike of
+/// 4× every 10 minutes, replicas applied at once.
+fn spend_on_bots(policy: Policy) -> (f64, u32) {
+    let mut e = engine(policy);
+    let (mut current, mut spent, mut events) = (10u32, 0.0, 0u32);
+    let mut seed = 42u64;
+    for i in 0..(2 * 86_400 / 15) {
+        let now = f64::from(i) * 15.0;
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let noise = 1.0 + ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.3;
+        let bot = if now % 600.0 < 60.0 { 4.0 } else { 1.0 };
+        let demand = 20.0 * bot * noise;
+        let readings = [MetricReading::average(
+            demand * 10.0 / f64::from(current.max(1)),
+            current,
+        )];
+        let d = e.decide(&Observation {
+            now,
+            current_replicas: current,
+            ready_replicas: current,
+            metrics: &readings,
+            pods: &[],
+        });
+        if d.desired != current {
+            events += 1;
+        }
+        current = d.desired;
+        spent += f64::from(current) * 15.0;
+    }
+    (spent, events)
+}
+
+#[test]
+fn the_extras_spend_within_their_budget_over_the_hpa_s_core() {
+    let spec = default_scaling_spec(10.0, 500);
+    let policy = Policy::from_spec(&spec).expect("valid");
+    let mut core = policy.clone();
+    core.predictive = None;
+    core.burst = None;
+    let mut unbounded = policy.clone();
+    if let Some(p) = unbounded.predictive.as_mut() {
+        p.budget = 0.0;
+    }
+    let (hpa, hpa_events) = spend_on_bots(core);
+    let (ours, our_events) = spend_on_bots(policy);
+    let (free, free_events) = spend_on_bots(unbounded);
+    // Without a budget the extras overspend on a spike they cannot plan; with it, at most
+    // the budget (2%) plus a day's lag of the ledger.
+    assert!(free > 1.03 * hpa, "unbounded {free} vs hpa {hpa}");
+    assert!(ours <= 1.03 * hpa, "budgeted {ours} vs hpa {hpa}");
+    assert!(
+        f64::from(our_events) <= 1.5 * f64::from(hpa_events),
+        "events {our_events} (unbounded {free_events}) vs hpa {hpa_events}"
     );
 }

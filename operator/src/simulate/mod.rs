@@ -38,7 +38,8 @@ pub struct SimulateArgs {
     /// Generate a synthetic trace instead of reading one.
     #[arg(long, value_enum)]
     pub synthetic: Option<Synthetic>,
-    /// Which week `--synthetic marketplace` generates (other shapes are fixed).
+    /// Which week `--synthetic marketplace` (or which three weeks `--synthetic social`)
+    /// generates; the other shapes are fixed.
     #[arg(long, default_value_t = 1, requires = "synthetic")]
     pub seed: u64,
     /// A MarketplaceService YAML whose `spec.scaling` is the policy under test (default: the
@@ -300,13 +301,21 @@ pub fn policy_for(args: &SimulateArgs, model: &Model) -> Result<Policy, Simulate
 
 pub use crate::scaling::default_scaling_spec;
 
+/// The shape as it is typed on the command line (`flash-crowd`, not `FlashCrowd`).
+fn shape_name(shape: Synthetic) -> String {
+    use clap::ValueEnum;
+    shape
+        .to_possible_value()
+        .map_or_else(|| format!("{shape:?}"), |v| v.get_name().to_owned())
+}
+
 /// `marketplace-operator simulate`: load, replay, print the table, write JSON and HTML.
 pub fn run(args: SimulateArgs) -> Result<Results, SimulateError> {
     let (trace, source) = match (&args.trace, args.synthetic) {
         (Some(path), _) => (Trace::from_csv_file(path)?, path.display().to_string()),
         (None, Some(shape)) => (
             shape.generate_seeded(args.seed),
-            format!("synthetic {shape:?}, seed {}", args.seed),
+            format!("--synthetic {} --seed {}", shape_name(shape), args.seed),
         ),
         (None, None) => return Err(SimulateError::NoTrace),
     };

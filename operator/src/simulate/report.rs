@@ -12,19 +12,33 @@ fn ratio(r: Option<f64>) -> String {
 }
 
 /// The terminal table: one row per policy, ratios to the HPA and the oracle.
+/// A rate with the digits a reader uses: 2640, 94.3, 6.13, 0.612.
+fn figure(x: f64) -> String {
+    let a = x.abs();
+    if a >= 100.0 {
+        format!("{x:.0}")
+    } else if a >= 10.0 {
+        format!("{x:.1}")
+    } else if a >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
 pub fn table(results: &Results) -> String {
     let mut out = String::new();
     let t = &results.trace;
     let m = &results.model;
     let _ = writeln!(
         out,
-        "trace {} ({:.1} days, peak {:.2} rps, mean {:.2} rps); capacity {:.4} rps/replica, target {:.4}, start-up {} s",
+        "trace {} ({:.1} days, peak {} rps, mean {} rps); capacity {} rps/replica, target {}, start-up {} s",
         t.name,
         t.duration_seconds / 86_400.0,
-        t.peak_rps,
-        t.mean_rps,
-        m.capacity_rps,
-        m.target_rps(),
+        figure(t.peak_rps),
+        figure(t.mean_rps),
+        figure(m.capacity_rps),
+        figure(m.target_rps()),
         m.startup_seconds
     );
     let _ = writeln!(
@@ -506,17 +520,17 @@ pub fn html(results: &Results) -> Result<String, SimulateError> {
     );
     let _ = write!(
         h,
-        "<h1>Scaling simulation: {}</h1><p class=\"note\">Trace <code>{}</code>: {:.1} days, peak {:.3} rps, \
-         mean {:.3} rps. Model: one replica saturates at {:.4} rps; every policy targets {:.0}% of it \
-         ({:.4} rps per replica); a new replica serves {} s after it is created; metrics are scraped every {} s.</p>",
+        "<h1>Scaling simulation: {}</h1><p class=\"note\">Trace <code>{}</code>: {:.1} days, peak {} rps, \
+         mean {} rps. Model: one replica saturates at {} rps; every policy targets {:.0}% of it \
+         ({} rps per replica); a new replica serves {} s after it is created; metrics are scraped every {} s.</p>",
         escape(&t.name),
         escape(&t.source),
         t.duration_seconds / 86_400.0,
-        t.peak_rps,
-        t.mean_rps,
-        m.capacity_rps,
+        figure(t.peak_rps),
+        figure(t.mean_rps),
+        figure(m.capacity_rps),
         m.target_utilization * 100.0,
-        m.target_rps(),
+        figure(m.target_rps()),
         m.startup_seconds,
         m.scrape_interval_seconds
     );

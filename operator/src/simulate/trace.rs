@@ -244,6 +244,10 @@ pub enum Synthetic {
     /// evening peak, a weekend lift, 5–10 flash sales at random times that multiply the
     /// load 3–8× within 1–3 minutes, and noise. Nothing in it is announced to the policy.
     Marketplace,
+    /// Three weeks of a social-media API (`--seed` picks them): a diurnal cycle, noisier
+    /// than the marketplace, and bots on cron that add 1.5–4× the base for 1–4 minutes at
+    /// fixed minutes past each hour (most hours, not all), plus a few viral surges.
+    Social,
 }
 
 /// SplitMix64: a tiny deterministic generator, so a seed gives the same week everywhere.
@@ -343,14 +347,81 @@ fn marketplace_week(seed: u64) -> Vec<f64> {
         .collect()
 }
 
+/// One cron bot of the social trace: fires at `minute` past the hour.
+struct Bot {
+    minute: f64,
+    length: f64,
+    factor: f64,
+    /// Share of hours it runs in.
+    duty: f64,
+}
+
+fn social_weeks(seed: u64) -> Vec<f64> {
+    const MINUTES: usize = 22 * 1440;
+    let mut rng = SplitMix(seed ^ 0x736F_6369_616C_6170);
+    let bots: Vec<Bot> = (0..(1 + rng.next() % 3))
+        .map(|_| Bot {
+            minute: (rng.next() % 60) as f64,
+            length: rng.between(1.0, 4.0),
+            factor: rng.between(0.5, 3.0),
+            duty: rng.between(0.6, 1.0),
+        })
+        .collect();
+    let surges: Vec<Sale> = (0..(2 + rng.next() % 4))
+        .map(|_| Sale {
+            start: rng.between(60.0, (MINUTES - 240) as f64).floor(),
+            rise: rng.between(3.0, 15.0),
+            plateau: rng.between(10.0, 60.0),
+            decay: rng.between(30.0, 120.0),
+            factor: rng.between(2.0, 4.0),
+        })
+        .collect();
+    let scale = rng.between(200.0, 600.0);
+    let mut drift = 0.0;
+    let mut running = vec![false; bots.len()];
+    (0..MINUTES)
+        .map(|m| {
+            let day = m / 1440;
+            let hour = (m % 1440) as f64 / 60.0;
+            let minute = (m % 60) as f64;
+            if m % 60 == 0 {
+                for (on, bot) in running.iter_mut().zip(&bots) {
+                    *on = rng.unit() < bot.duty;
+                }
+            }
+            let tau = std::f64::consts::TAU;
+            let shape = 0.5 - 0.4 * ((hour - 5.0) / 24.0 * tau).cos();
+            let weekend = if day % 7 >= 5 { 0.85 } else { 1.0 };
+            drift = 0.99 * drift + 0.015 * rng.normal();
+            let base = scale * shape.max(0.05) * weekend * drift.exp();
+            let bots: f64 = bots
+                .iter()
+                .zip(&running)
+                .filter(|(bot, on)| {
+                    **on && minute >= bot.minute && minute < bot.minute + bot.length
+                })
+                .map(|(bot, _)| bot.factor)
+                .sum();
+            let surges: f64 = surges.iter().map(|s| s.extra(m as f64)).sum();
+            let noise = (0.12 * rng.normal()).exp();
+            (base * (1.0 + surges) * noise + scale * 0.4 * bots).max(0.0)
+        })
+        .collect()
+}
+
 impl Synthetic {
-    /// The shape with a seed (only `marketplace` uses it: every other shape is fixed).
+    /// The shape with a seed (`marketplace` and `social` use it: the others are fixed).
     pub fn generate_seeded(self, seed: u64) -> Trace {
         match self {
             Self::Marketplace => Trace {
                 name: format!("synthetic-marketplace-{seed}"),
                 step: 60.0,
                 rates: marketplace_week(seed),
+            },
+            Self::Social => Trace {
+                name: format!("synthetic-social-{seed}"),
+                step: 60.0,
+                rates: social_weeks(seed),
             },
             other => other.generate(),
         }
@@ -416,7 +487,7 @@ impl Synthetic {
                     .collect();
                 ("synthetic-diurnal", 60.0, rates)
             }
-            Self::Marketplace => return self.generate_seeded(1),
+            Self::Marketplace | Self::Social => return self.generate_seeded(1),
         };
         Trace {
             name: name.to_string(),
@@ -429,6 +500,25 @@ impl Synthetic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_social_weeks_have_bots_at_fixed_minutes_past_the_hour() {
+        let t = Synthetic::Social.generate_seeded(7);
+        assert_eq!(t.rates, Synthetic::Social.generate_seeded(7).rates);
+        assert_ne!(t.rates, Synthetic::Social.generate_seeded(8).rates);
+        assert_eq!(t.rates.len(), 22 * 1440);
+        // The mean load at each minute of the hour: the bots' minutes stand out.
+        let mut by_minute = [0.0f64; 60];
+        for (m, r) in t.rates.iter().enumerate() {
+            by_minute[m % 60] += r / 528.0;
+        }
+        let mut sorted = by_minute;
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[30];
+        let peak = sorted[59];
+        assert!(peak > 1.3 * median, "peak {peak:.0} vs median {median:.0}");
+        assert!(t.rates.iter().all(|r| r.is_finite() && *r >= 0.0));
+    }
 
     #[test]
     fn a_header_and_rows_parse_into_a_uniform_trace() {
