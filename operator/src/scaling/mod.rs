@@ -98,6 +98,8 @@ pub struct Engine {
 /// shadow HPA's by this factor: the window trades churn for replica-seconds, and the goal
 /// allows 1.5 × the HPA's events.
 const CHURN_BUDGET: f64 = 1.25;
+/// ... and while the engine's time short of capacity exceeds this share of the shadow's.
+const SHORT_BUDGET: f64 = 0.9;
 /// ... once the shadow has made this many (weighted) events.
 const CHURN_MIN_EVENTS: f64 = 10.0;
 
@@ -113,7 +115,13 @@ struct Shadow {
     /// Scale events, weighted the same way: the engine's, the shadow's.
     our_events: f64,
     hpa_events: f64,
+    /// Seconds the demand stood above what the replicas serve (past saturation), weighted
+    /// the same way: the engine's, the shadow's.
+    our_short: f64,
+    hpa_short: f64,
     last: Option<Seconds>,
+    /// The budget is spent: the extras stand down.
+    closed: bool,
 }
 
 impl Shadow {
@@ -144,17 +152,30 @@ impl Shadow {
             hpa: 0.0,
             our_events: 0.0,
             hpa_events: 0.0,
+            our_short: 0.0,
+            hpa_short: 0.0,
             last: None,
+            closed: false,
         }))
     }
 
-    fn over(&self, budget: f64) -> bool {
-        self.hpa > 0.0 && self.ours > (1.0 + budget) * self.hpa
+    /// Past the budget the extras stand down until the spend is back under half of it, so
+    /// the ledger does not hover at the limit (its lag would carry the total past it).
+    fn over(&mut self, budget: f64) -> bool {
+        let limit = if self.closed { budget / 2.0 } else { budget };
+        self.closed = self.spent(limit);
+        self.closed
     }
 
-    /// More scale events than `CHURN_BUDGET` times the HPA's (after a few of its own).
+    fn spent(&self, share: f64) -> bool {
+        self.hpa > 0.0 && self.ours > (1.0 + share) * self.hpa
+    }
+
+    /// More scale events than `CHURN_BUDGET` times the HPA's (after a few of its own), or
+    /// more time short of capacity than the HPA: the short window trades both for cost.
     fn churning(&self) -> bool {
         self.our_events > CHURN_BUDGET * self.hpa_events.max(CHURN_MIN_EVENTS)
+            || self.our_short > SHORT_BUDGET * self.hpa_short
     }
 }
 
@@ -320,9 +341,18 @@ impl Engine {
     }
 
     /// Whether the extras have spent past their budget over the HPA's core.
-    fn over_budget(&self) -> bool {
-        match (&self.shadow, &self.policy.predictive) {
+    fn over_budget(&mut self) -> bool {
+        match (&mut self.shadow, &self.policy.predictive) {
             (Some(s), Some(p)) => s.over(p.budget),
+            _ => false,
+        }
+    }
+
+    /// The budget without the hysteresis: a burst onset (a sale the forecast could not
+    /// plan) may spend up to the budget itself, the forecast floor only while it reopens.
+    fn burst_over_budget(&self) -> bool {
+        match (&self.shadow, &self.policy.predictive) {
+            (Some(s), Some(p)) => s.spent(p.budget),
             _ => false,
         }
     }
@@ -336,6 +366,11 @@ impl Engine {
             .as_ref()
             .map_or(86_400.0, |p| p.budget_window.max(1.0));
         let demand = self.demand.take();
+        let saturation = self
+            .policy
+            .predictive
+            .as_ref()
+            .map_or(1.0, |p| p.saturation);
         let Some(shadow) = self.shadow.as_mut() else {
             return;
         };
@@ -347,6 +382,16 @@ impl Engine {
             shadow.hpa = shadow.hpa * keep + f64::from(mine) * dt;
             shadow.our_events *= keep;
             shadow.hpa_events *= keep;
+            shadow.our_short *= keep;
+            shadow.hpa_short *= keep;
+            if let Some(d) = demand {
+                if d > f64::from(obs.current_replicas) * saturation {
+                    shadow.our_short += dt;
+                }
+                if d > f64::from(mine) * saturation {
+                    shadow.hpa_short += dt;
+                }
+            }
         }
         if desired != obs.current_replicas {
             shadow.our_events += 1.0;
@@ -581,7 +626,7 @@ impl Engine {
             // With a predictive block, a slope is only projected once the noise is known
             // (a slope within the noise is no onset); without one, always.
             let project = !matches!(surprise, Some(None));
-            if spend && surprising && short >= b.threshold * f64::from(ready) {
+            if !self.burst_over_budget() && surprising && short >= b.threshold * f64::from(ready) {
                 self.burst_until = now + b.hold;
             }
             if now < self.burst_until {
