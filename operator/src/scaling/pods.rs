@@ -142,6 +142,55 @@ pub struct Groups<'a> {
     pub ignored: Vec<&'a str>,
 }
 
+/// Where `groupPods` puts one pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Ready,
+    Unready,
+    Missing,
+    Ignored,
+}
+
+fn classify(
+    pod: &Pod<'_>,
+    sample: Option<&Sample<'_>>,
+    cpu: bool,
+    rules: &PodRules,
+    now: Seconds,
+) -> Class {
+    if pod.deleting || pod.phase == PodPhase::Failed {
+        return Class::Ignored;
+    }
+    if pod.phase == PodPhase::Pending {
+        return Class::Unready;
+    }
+    let Some(sample) = sample else {
+        return Class::Missing;
+    };
+    if !cpu {
+        return Class::Ready;
+    }
+    let unready = match (pod.ready, pod.start_time) {
+        (Some(condition), Some(start)) => {
+            let not_ready = condition.status == ConditionStatus::False;
+            if start + rules.cpu_initialization_period > now {
+                // Initializing: a CPU burst at start-up is not load, so the sample counts
+                // only once a whole window was collected after readiness.
+                not_ready || sample.timestamp < condition.last_transition + sample.window
+            } else {
+                // Past it: set aside only a pod that has never been ready.
+                not_ready && start + rules.initial_readiness_delay > condition.last_transition
+            }
+        }
+        _ => true,
+    };
+    if unready {
+        Class::Unready
+    } else {
+        Class::Ready
+    }
+}
+
 /// The HPA's `groupPods`. `cpu` is true for a CPU resource metric, the only one whose
 /// samples are set aside for readiness (other metrics count any running pod's sample).
 pub fn group_pods<'a>(
@@ -153,40 +202,12 @@ pub fn group_pods<'a>(
 ) -> Groups<'a> {
     let mut groups = Groups::default();
     for pod in pods {
-        if pod.deleting || pod.phase == PodPhase::Failed {
-            groups.ignored.push(pod.name);
-            continue;
+        match classify(pod, samples.get(pod.name), cpu, rules, now) {
+            Class::Ready => groups.ready += 1,
+            Class::Unready => groups.unready.push(pod.name),
+            Class::Missing => groups.missing.push(pod.name),
+            Class::Ignored => groups.ignored.push(pod.name),
         }
-        if pod.phase == PodPhase::Pending {
-            groups.unready.push(pod.name);
-            continue;
-        }
-        let Some(sample) = samples.get(pod.name) else {
-            groups.missing.push(pod.name);
-            continue;
-        };
-        if cpu {
-            let unready = match (pod.ready, pod.start_time) {
-                (Some(condition), Some(start)) => {
-                    let not_ready = condition.status == ConditionStatus::False;
-                    if start + rules.cpu_initialization_period > now {
-                        // Initializing: a CPU burst at start-up is not load, so the sample
-                        // counts only once a whole window was collected after readiness.
-                        not_ready || sample.timestamp < condition.last_transition + sample.window
-                    } else {
-                        // Past it: set aside only a pod that has never been ready.
-                        not_ready
-                            && start + rules.initial_readiness_delay > condition.last_transition
-                    }
-                }
-                _ => true,
-            };
-            if unready {
-                groups.unready.push(pod.name);
-                continue;
-            }
-        }
-        groups.ready += 1;
     }
     groups
 }
@@ -277,10 +298,82 @@ impl PodMetric<'_> {
     fn is_cpu(&self) -> bool {
         self.resource == "cpu"
     }
+}
 
-    /// The samples by pod, as the metrics client's map: a pod named twice keeps its last.
-    fn sample_map(&self) -> HashMap<&str, Sample<'_>> {
-        self.samples.iter().map(|s| (s.pod, *s)).collect()
+/// The pods and samples sorted once per decision: the metrics client's map (a pod named
+/// twice keeps its last sample), each pod's class and sample, and the samples of pods not in
+/// the list, which the HPA keeps in its map.
+struct Sorted {
+    class: Vec<Class>,
+    /// The sample of each listed pod, if any.
+    value: Vec<Option<i64>>,
+    ready: usize,
+    unready: usize,
+    missing: usize,
+    /// Samples of pods not in the list: how many, and their sum.
+    extra: usize,
+    extra_sum: i64,
+}
+
+impl Sorted {
+    fn new(input: &PodMetric<'_>, rules: &PodRules, now: Seconds) -> Self {
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(input.samples.len());
+        for (i, s) in input.samples.iter().enumerate() {
+            index.insert(s.pod, i);
+        }
+        let mut matched = vec![false; input.samples.len()];
+        let cpu = input.is_cpu();
+        let mut sorted = Self {
+            class: Vec::with_capacity(input.pods.len()),
+            value: Vec::with_capacity(input.pods.len()),
+            ready: 0,
+            unready: 0,
+            missing: 0,
+            extra: 0,
+            extra_sum: 0,
+        };
+        for pod in input.pods {
+            let found = index.get(pod.name).copied();
+            if let Some(i) = found {
+                matched[i] = true;
+            }
+            let sample = found.map(|i| &input.samples[i]);
+            let class = classify(pod, sample, cpu, rules, now);
+            match class {
+                Class::Ready => sorted.ready += 1,
+                Class::Unready => sorted.unready += 1,
+                Class::Missing => sorted.missing += 1,
+                Class::Ignored => {}
+            }
+            sorted.class.push(class);
+            sorted.value.push(sample.map(|s| s.value));
+        }
+        for i in index.into_values() {
+            if !matched[i] {
+                sorted.extra += 1;
+                sorted.extra_sum = sorted.extra_sum.saturating_add(input.samples[i].value);
+            }
+        }
+        sorted
+    }
+
+    /// The values the ratio is computed on: the ready pods' samples (unready and ignored
+    /// pods' removed, as the HPA removes them), with missing and unready pods filled in
+    /// where `fill_missing` / `fill_unready` say.
+    fn values<'s>(
+        &'s self,
+        fill_missing: impl Fn(usize) -> Option<i64> + 's,
+        fill_unready: Option<i64>,
+    ) -> impl Iterator<Item = (usize, i64)> + 's {
+        self.class
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, c)| match c {
+                Class::Ready => self.value[i].map(|v| (i, v)),
+                Class::Missing => fill_missing(i).map(|v| (i, v)),
+                Class::Unready => fill_unready.map(|v| (i, v)),
+                Class::Ignored => None,
+            })
     }
 }
 
@@ -314,61 +407,57 @@ pub fn resource_replicas(
     if input.pods.is_empty() {
         return Err(PodError::NoPods);
     }
-    let mut metrics = input.sample_map();
-    let groups = group_pods(input.pods, &metrics, input.is_cpu(), rules, now);
-    for name in groups.ignored.iter().chain(&groups.unready) {
-        metrics.remove(name);
-    }
-    if metrics.is_empty() {
+    let sorted = Sorted::new(input, rules, now);
+    if sorted.ready == 0 && sorted.extra == 0 {
         return Err(PodError::NoTargetedMetrics);
     }
-    let mut requests = HashMap::with_capacity(input.pods.len());
-    for pod in input.pods {
-        requests.insert(pod.name, pod_request(pod, input.container, input.resource)?);
-    }
-    let mut values: HashMap<&str, i64> = metrics.iter().map(|(k, s)| (*k, s.value)).collect();
+    let requests = input
+        .pods
+        .iter()
+        .map(|pod| pod_request(pod, input.container, input.resource))
+        .collect::<Result<Vec<i64>, PodError>>()?;
+    // Samples of pods not in the list have no request: the HPA leaves them out of the
+    // utilization, but counts them in the replicas below.
     let (ratio, utilization, raw_average) =
-        utilization_ratio(&values, &requests, target_utilization)?;
+        utilization_ratio(sorted.values(|_| None, None), &requests, target_utilization)?;
 
-    let scale_up_with_unready = !groups.unready.is_empty() && ratio > 1.0;
+    let scale_up_with_unready = sorted.unready > 0 && ratio > 1.0;
     let answer = |replicas| ResourceCalculation {
         replicas,
         utilization,
         raw_average,
         ratio,
-        ready: groups.ready,
+        ready: sorted.ready,
     };
-    if !scale_up_with_unready && groups.missing.is_empty() {
+    if !scale_up_with_unready && sorted.missing == 0 {
         if within(tol, ratio) {
             return Ok(answer(current));
         }
-        return Ok(answer(ceil_replicas(ratio * groups.ready as f64)));
+        return Ok(answer(ceil_replicas(ratio * sorted.ready as f64)));
     }
-    if !groups.missing.is_empty() {
+    // A pod that stopped reporting may be busy: on a scale-down, its full request (or the
+    // target where that is above 100%); on a scale-up, idle; at exactly 1, left out.
+    let fallback = i64::from(target_utilization.max(100));
+    let fill_missing = |i: usize| {
         if ratio < 1.0 {
-            // A pod that stopped reporting may be busy: its full request, or the target
-            // where that is above 100%.
-            let fallback = i64::from(target_utilization.max(100));
-            for name in &groups.missing {
-                let request = requests.get(name).copied().unwrap_or(0);
-                values.insert(name, request.saturating_mul(fallback) / 100);
-            }
+            Some(requests[i].saturating_mul(fallback) / 100)
         } else if ratio > 1.0 {
-            for name in &groups.missing {
-                values.insert(name, 0);
-            }
+            Some(0)
+        } else {
+            None
         }
-    }
-    if scale_up_with_unready {
-        for name in &groups.unready {
-            values.insert(name, 0);
-        }
-    }
-    let (new_ratio, _, _) = utilization_ratio(&values, &requests, target_utilization)?;
+    };
+    let fill_unready = scale_up_with_unready.then_some(0);
+    let counted = sorted.values(fill_missing, fill_unready).count() + sorted.extra;
+    let (new_ratio, _, _) = utilization_ratio(
+        sorted.values(fill_missing, fill_unready),
+        &requests,
+        target_utilization,
+    )?;
     if within(tol, new_ratio) || flipped(ratio, new_ratio) {
         return Ok(answer(current));
     }
-    let new = ceil_replicas(new_ratio * values.len() as f64);
+    let new = ceil_replicas(new_ratio * counted as f64);
     if (new_ratio < 1.0 && new > current) || (new_ratio > 1.0 && new < current) {
         return Ok(answer(current));
     }
@@ -391,54 +480,46 @@ pub fn plain_replicas(
     if input.pods.is_empty() {
         return Err(PodError::NoPods);
     }
-    let metrics = input.sample_map();
-    let groups = group_pods(input.pods, &metrics, input.is_cpu(), rules, now);
-    // Samples of pods not in the list stay: the HPA averages over them too.
-    let mut values: HashMap<&str, i64> = metrics.iter().map(|(k, s)| (*k, s.value)).collect();
-    for name in groups.ignored.iter().chain(&groups.unready) {
-        values.remove(name);
-    }
-    if values.is_empty() {
+    let sorted = Sorted::new(input, rules, now);
+    if sorted.ready == 0 && sorted.extra == 0 {
         return Err(PodError::NoTargetedMetrics);
     }
-    let (ratio, usage) = usage_ratio(&values, target);
-    let scale_up_with_unready = !groups.unready.is_empty() && ratio > 1.0;
+    // Samples of pods not in the list stay: the HPA averages over them too.
+    let average = |fill_missing: Option<i64>, fill_unready: Option<i64>| {
+        let (mut sum, mut n) = (sorted.extra_sum, sorted.extra);
+        for (_, v) in sorted.values(|_| fill_missing, fill_unready) {
+            sum = sum.saturating_add(v);
+            n += 1;
+        }
+        let usage = sum / n.max(1) as i64;
+        (usage as f64 / target as f64, usage, n)
+    };
+    let (ratio, usage, _) = average(None, None);
+    let scale_up_with_unready = sorted.unready > 0 && ratio > 1.0;
     let answer = |replicas| PlainCalculation {
         replicas,
         usage,
         ratio,
-        ready: groups.ready,
+        ready: sorted.ready,
     };
-    if !scale_up_with_unready && groups.missing.is_empty() {
+    if !scale_up_with_unready && sorted.missing == 0 {
         if within(tol, ratio) {
             return Ok(answer(current));
         }
-        return Ok(answer(ceil_replicas(ratio * groups.ready as f64)));
+        return Ok(answer(ceil_replicas(ratio * sorted.ready as f64)));
     }
-    if !groups.missing.is_empty() {
-        let fill = if ratio < 1.0 {
-            Some(target)
-        } else if ratio > 1.0 {
-            Some(0)
-        } else {
-            None
-        };
-        if let Some(fill) = fill {
-            for name in &groups.missing {
-                values.insert(name, fill);
-            }
-        }
-    }
-    if scale_up_with_unready {
-        for name in &groups.unready {
-            values.insert(name, 0);
-        }
-    }
-    let (new_ratio, _) = usage_ratio(&values, target);
+    let fill = if ratio < 1.0 {
+        Some(target)
+    } else if ratio > 1.0 {
+        Some(0)
+    } else {
+        None
+    };
+    let (new_ratio, _, counted) = average(fill, scale_up_with_unready.then_some(0));
     if within(tol, new_ratio) || flipped(ratio, new_ratio) {
         return Ok(answer(current));
     }
-    let new = ceil_replicas(new_ratio * values.len() as f64);
+    let new = ceil_replicas(new_ratio * counted as f64);
     if (new_ratio < 1.0 && new > current) || (new_ratio > 1.0 && new < current) {
         return Ok(answer(current));
     }
@@ -513,22 +594,20 @@ fn within(tol: Tolerances, ratio: f64) -> bool {
     tol.within(ratio)
 }
 
-/// `GetResourceUtilizationRatio`: samples of pods without a request are extraneous.
+/// `GetResourceUtilizationRatio` over (pod index, value) pairs of listed pods: samples of
+/// pods without a request are extraneous and never reach it.
 fn utilization_ratio(
-    values: &HashMap<&str, i64>,
-    requests: &HashMap<&str, i64>,
+    values: impl Iterator<Item = (usize, i64)>,
+    requests: &[i64],
     target: i32,
 ) -> Result<(f64, i32, i64), PodError> {
     let (mut usage, mut requested, mut entries) = (0i64, 0i64, 0i64);
-    for (name, value) in values {
-        let Some(request) = requests.get(name) else {
-            continue;
-        };
-        usage = usage.saturating_add(*value);
-        requested = requested.saturating_add(*request);
+    for (i, value) in values {
+        usage = usage.saturating_add(value);
+        requested = requested.saturating_add(requests[i]);
         entries += 1;
     }
-    if requested == 0 {
+    if requested == 0 || entries == 0 {
         return Err(PodError::NoMatchingPods);
     }
     let utilization =
@@ -538,13 +617,6 @@ fn utilization_ratio(
         utilization,
         usage / entries,
     ))
-}
-
-/// `GetMetricUsageRatio`: the truncated average over every sample.
-fn usage_ratio(values: &HashMap<&str, i64>, target: i64) -> (f64, i64) {
-    let total = values.values().fold(0i64, |acc, v| acc.saturating_add(*v));
-    let usage = total / values.len().max(1) as i64;
-    (usage as f64 / target as f64, usage)
 }
 
 /// A decision's pod-level input for one policy metric (see `Observation::pods`).
