@@ -245,8 +245,9 @@ pub enum Synthetic {
     /// load 3–8× within 1–3 minutes, and noise. Nothing in it is announced to the policy.
     Marketplace,
     /// Three weeks of a social-media API (`--seed` picks them): a diurnal cycle, noisier
-    /// than the marketplace, and bots on cron that add 1.5–4× the base for 1–4 minutes at
-    /// fixed minutes past each hour (most hours, not all), plus a few viral surges.
+    /// than the marketplace, 1–3 bots on cron that each add 0.2–1.3× the weekday peak
+    /// for 1–4 minutes at a fixed minute past the hour (in 60–100% of hours), and a few
+    /// viral surges of 2–4×.
     Social,
 }
 
