@@ -1224,3 +1224,100 @@ fn pod_requests_table() {
     assert_eq!(pods::pod_request(&p, None, "cpu"), Ok(400));
     assert_eq!(pods::pod_request(&p, Some("container1"), "cpu"), Ok(100));
 }
+
+mod arbitrary_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn phase() -> impl Strategy<Value = PodPhase> {
+        prop_oneof![
+            Just(Running),
+            Just(Pending),
+            Just(Failed),
+            Just(PodPhase::Succeeded),
+            Just(PodPhase::Unknown)
+        ]
+    }
+
+    fn status() -> impl Strategy<Value = ConditionStatus> {
+        prop_oneof![Just(T), Just(F), Just(ConditionStatus::Unknown)]
+    }
+
+    // (phase, deleting, readiness, start offset, request, sample)
+    type PodSpec = (
+        PodPhase,
+        bool,
+        Option<ConditionStatus>,
+        Option<f64>,
+        Option<i64>,
+        Option<i64>,
+    );
+
+    fn pod_spec() -> impl Strategy<Value = PodSpec> {
+        (
+            phase(),
+            any::<bool>(),
+            proptest::option::of(status()),
+            proptest::option::of(-1e6f64..1e3),
+            proptest::option::of(prop_oneof![0i64..5000, Just(i64::MAX)]),
+            proptest::option::of(prop_oneof![0i64..50_000, Just(i64::MAX)]),
+        )
+    }
+
+    proptest! {
+        /// Whatever the pods say, the calculation answers or names its error: no panic, no
+        /// overflow, never more replicas than an int32 scale can hold.
+        #[test]
+        fn any_pod_list_gives_an_answer_or_an_error(
+            specs in proptest::collection::vec(pod_spec(), 0..12),
+            extra in proptest::collection::vec(0i64..10_000, 0..3),
+            current in 0u32..20,
+            target in prop_oneof![1i32..400, Just(i32::MAX)],
+            target_value in prop_oneof![1i64..100_000, Just(i64::MAX)],
+        ) {
+            let names: Vec<String> = (0..specs.len()).map(|i| format!("p{i}")).collect();
+            let extra_names: Vec<String> = (0..extra.len()).map(|i| format!("gone-{i}")).collect();
+            let containers: Vec<[Container<'_>; 1]> = specs
+                .iter()
+                .map(|s| [Container { name: "app", kind: ContainerKind::Regular, request: s.4 }])
+                .collect();
+            let list: Vec<Pod<'_>> = specs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Pod {
+                    name: &names[i],
+                    phase: s.0,
+                    deleting: s.1,
+                    ready: s.2.map(|status| ReadyCondition { status, last_transition: NOW - 100.0 }),
+                    start_time: s.3.map(|o| NOW + o),
+                    containers: &containers[i],
+                    pod_request: None,
+                })
+                .collect();
+            let mut samples: Vec<Sample<'_>> = specs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.5.map(|value| Sample { pod: &names[i], value, timestamp: NOW, window: 30.0 }))
+                .collect();
+            samples.extend(extra.iter().enumerate().map(|(i, v)| Sample {
+                pod: &extra_names[i],
+                value: *v,
+                timestamp: NOW,
+                window: 30.0,
+            }));
+            for resource in ["cpu", "memory"] {
+                let input = PodMetric { pods: &list, samples: &samples, container: None, resource };
+                if let Ok(c) = pods::resource_replicas(&input, current, target, TOL, &RULES, NOW) {
+                    prop_assert!(c.replicas <= i32::MAX as u32);
+                    prop_assert!(c.utilization >= 0);
+                }
+                if let Ok(c) = pods::plain_replicas(&input, current, target_value, TOL, &RULES, NOW) {
+                    prop_assert!(c.replicas <= i32::MAX as u32);
+                    prop_assert!(c.usage >= 0);
+                }
+            }
+            let replicas = pods::value_replicas(current, target_value, 1, TOL, &list);
+            prop_assert!(replicas.map_or(true, |r| r <= i32::MAX as u32));
+        }
+    }
+}
